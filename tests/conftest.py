@@ -1,0 +1,40 @@
+"""Shared test settings.
+
+- ``DARA_DATA_DIR`` points at the public spend/return logs (default: ``../shared/data``
+  beside the repository).
+- ``require(module)``: optional components (vllm, langgraph-cli) are skipped when missing
+  locally, but under ``CI=true`` a missing component fails the run instead of skipping.
+- No test may touch the network: ``HF_HUB_OFFLINE`` is forced on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("DARA_DATA_DIR", str(REPO.parent / "shared" / "data"))
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def require(module: str):
+    """Import an optional module, skipping locally and failing under CI when absent."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:  # pragma: no cover - depends on the machine
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"optional component {module!r} is required under CI=true: {e}")
+        pytest.skip(f"{module} not installed")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = Path(os.environ["DARA_DATA_DIR"])
+    if not d.is_dir():
+        pytest.fail(f"DARA_DATA_DIR={d} does not exist; point it at shared/data")
+    return d
