@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "run": ("graph.run", "scripted batch episodes through the DARA graph"),
     "allocate": ("graph.allocate", "one real task: plan, reasoning, budget-tool report"),
     "propose": ("policies.propose", "one decision of one role (debugging view)"),
+    "demo": ("graph.demo", "the main job: DARA on the embedded model vs the baselines"),
     "train": ("training.cli", "SFT warm start and GRPO-Adaptive training of adapters"),
 }
 
