@@ -1,0 +1,63 @@
+"""Numeric baselines: shapes, the reference heuristic's exact rule, and that they improve."""
+
+import numpy as np
+import pytest
+
+from policies.base import DecisionRequest
+from policies.baselines import BASELINES, make_baseline, propose_arrays
+from tools.task import Record, Task
+
+
+def _windows(n=5, w=3, T=4, seed=0):
+    rng = np.random.default_rng(seed)
+    wa = rng.uniform(0.5, 1.5, size=(n, w, T))
+    wa *= (T / wa.sum(axis=2, keepdims=True))
+    # linear decreasing MROI with slot-specific slopes: r = c - s * b
+    c = rng.uniform(1.0, 2.0, size=(n, 1, T))
+    s = rng.uniform(0.2, 0.8, size=(n, 1, T))
+    return wa, c - s * wa, c[:, 0], s[:, 0]
+
+
+def test_heuristic_moves_fraction_from_worst_to_best():
+    wa = np.array([[[1.0, 2.0, 3.0]]])
+    wr = np.array([[[0.5, 0.9, 0.1]]])
+    out = propose_arrays("heuristic", wa, wr, budget=6.0)
+    np.testing.assert_allclose(out, [[1.0, 2.6, 2.4]])  # 20% of slot3's 3.0 -> slot2
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_shapes_and_budget(name):
+    wa, wr, _, _ = _windows()
+    out = propose_arrays(name, wa, wr, budget=np.full(5, 4.0))
+    assert out.shape == (5, 4)
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out.sum(axis=1), 4.0, rtol=1e-6)
+
+
+def test_local_model_equalises_linear_mroi():
+    """On exactly linear MROI inside the trust region, local-model hits the optimum."""
+    wa, wr, c, s = _windows(n=20, T=4)
+    out = propose_arrays("local-model", wa, wr, budget=np.full(20, 4.0), trust=10.0)
+    r = c - s * out
+    inside = np.all(out > 1e-6, axis=1)
+    assert inside.sum() > 5
+    assert np.allclose(r[inside].std(axis=1), 0, atol=1e-6)
+
+
+def test_unknown_baseline_and_bad_shapes():
+    with pytest.raises(ValueError, match="unknown baseline 'nope'"):
+        propose_arrays("nope", np.ones((1, 1, 2)), np.ones((1, 1, 2)), 2.0)
+    with pytest.raises(ValueError, match="shape"):
+        propose_arrays("uniform", np.ones((1, 2)), np.ones((1, 2)), 2.0)
+
+
+def test_policy_wrapper_groups_requests():
+    task = Task(budget=6, periods=3, history=[Record(allocation=[2, 2, 2], mroi=[0.9, 0.5, 0.1])])
+    task2 = Task(budget=4, periods=2, history=[Record(allocation=[2, 2], mroi=[0.1, 0.9])])
+    pol = make_baseline("heuristic")
+    d1, d2 = pol.propose(
+        [DecisionRequest("reasoner", task, task.history), DecisionRequest("reasoner", task2, task2.history)]
+    )
+    np.testing.assert_allclose(d1.allocation, [2.4, 2.0, 1.6])
+    np.testing.assert_allclose(d2.allocation, [1.6, 2.4])
+    assert d1.error is None and "heuristic" in d1.text
