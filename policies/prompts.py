@@ -1,0 +1,319 @@
+"""Prompts: the ONLY place DARA writes text for a model and reads text back.
+
+Training (SFT, GRPO) and inference use exactly these functions, so the text a model is
+trained on is the text it sees.
+
+Scale-free view
+---------------
+One adapter must serve any budget ``B`` and any number of slots ``T``, so prompts never
+show task units:
+
+- spend is shown in multiples of ``task.unit = B/T`` (1.00 = the even share; a feasible
+  plan sums to ``T``);
+- marginal ROI is divided by the largest ``|mroi|`` observed in the records shown (the
+  window), so the best slot seen reads 1.00. (Chosen over the window mean: it keeps every
+  number in [0, 1] for non-negative feedback, which is compact — 4 tokens — and does not
+  blow up when the mean is near zero.) If every MROI shown is 0 the scale is 1;
+- bounds (``task.lower`` / ``task.upper``) are shown, in the same units, only when the
+  task has them (``-`` marks a slot without an upper bound);
+- the model answers in the same units and :func:`decode` maps back to task units.
+
+Numbers have 2 decimals. Slot labels are not shown (tokens cost time on CPU, and the
+adapters are trained on anonymous slots).
+
+Encodings (named, per role; :data:`DEFAULT_ENCODING`)
+-----------------------------------------------------
+- ``absolute`` — the answer is the new allocation: ``<answer>[b1, ..., bT]</answer>``.
+- ``delta`` — the prompt adds, for the latest record, each slot's MROI gap to the mean
+  (``gap=[...]``, same normalised scale); the answer is the signed change per slot,
+  ``<answer>[d1, ..., dT]</answer>``, which the decoder adds to the current allocation
+  (the last record shown). DESIGN.md §4: with ``absolute`` a small Optimizer learned to
+  copy the current plan; with ``delta`` it kept improving every round.
+
+The answer may be preceded by an optional short ``<reason>...</reason>``.
+
+Decoding never raises on model text. Failures are typed (:class:`ParseError`) and put in
+``Decision.error`` as ``"<code>: <detail>"``, e.g. ``"wrong_length: expected 6 numbers,
+got 5"``. Tiny negatives caused by 2-decimal rounding (down to ``-NEG_TOL`` units) are
+clipped to 0; larger negatives are the ``negative`` error. Feasibility (sum = B, bounds)
+is NOT enforced here: that is the budget tool's job (``tools.budget``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from enum import Enum
+from typing import Literal, Sequence
+
+from policies.base import Decision, DecisionRequest
+from tools.task import Record, Task
+
+Encoding = Literal["absolute", "delta"]
+ENCODINGS: tuple[str, ...] = ("absolute", "delta")
+DEFAULT_ENCODING: dict[str, str] = {"reasoner": "absolute", "optimizer": "delta"}
+ROLES: tuple[str, ...] = ("reasoner", "optimizer")
+DEFAULT_WINDOW = 3
+"""Sliding window w of the Optimizer (the reference code's)."""
+NEG_TOL = 0.01
+"""Negatives down to -NEG_TOL (in units of B/T) are rounding noise and clipped to 0."""
+
+
+class ParseError(str, Enum):
+    """Typed decoder failures; the value is the code used in ``Decision.error``."""
+
+    MISSING_TAGS = "missing_tags"
+    WRONG_LENGTH = "wrong_length"
+    NON_NUMERIC = "non_numeric"
+    NON_FINITE = "non_finite"
+    NEGATIVE = "negative"
+
+
+PARSE_ERRORS: tuple[str, ...] = tuple(e.value for e in ParseError)
+
+
+def error_code(error: str | None) -> str | None:
+    """The :class:`ParseError` code of a ``Decision.error`` string (``None`` if none)."""
+    if not error:
+        return None
+    return error.split(":", 1)[0].strip()
+
+
+def resolve_encoding(role: str, encoding: str | None = None) -> str:
+    """Validate ``role``/``encoding``; ``None`` means the role's default."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    enc = DEFAULT_ENCODING[role] if encoding is None else encoding
+    if enc not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    return enc
+
+
+# ---------------------------------------------------------------------------------------
+# number formatting
+# ---------------------------------------------------------------------------------------
+def _f(x: float) -> str:
+    s = f"{x:.2f}"
+    return "0.00" if s == "-0.00" else s
+
+
+def _vec(xs: Sequence[float]) -> str:
+    return "[" + ", ".join(_f(x) for x in xs) + "]"
+
+
+def _bound_vec(xs: Sequence[float]) -> str:
+    return "[" + ", ".join("-" if not math.isfinite(x) else _f(x) for x in xs) + "]"
+
+
+def mroi_scale(window: Sequence[Record]) -> float:
+    """The MROI normaliser of a window: the largest ``|mroi|`` shown (1 if all are 0)."""
+    m = max((abs(v) for r in window for v in r.mroi), default=0.0)
+    return m if m > 0 and math.isfinite(m) else 1.0
+
+
+def _current_units(request: DecisionRequest) -> list[float]:
+    """Current plan in units of B/T (uniform when the window is empty)."""
+    task = request.task
+    if not request.window:
+        return [1.0] * task.periods
+    return [b / task.unit for b in request.window[-1].allocation]
+
+
+# ---------------------------------------------------------------------------------------
+# encoders
+# ---------------------------------------------------------------------------------------
+_SYSTEM_BASE = (
+    "You split an ad budget over T slots. Marginal ROI (m) falls as a slot's spend (b) "
+    "grows; the best split has equal m in all funded slots. b is in units of budget/T "
+    "(1 = even share) and must sum to T. m is scaled so the largest seen is 1."
+)
+_SYSTEM_ANSWER = {
+    "absolute": " Reply <answer>[b1, ..., bT]</answer> with the new spend per slot.",
+    "delta": (
+        " Reply <answer>[d1, ..., dT]</answer> with the change to the current spend per "
+        "slot (summing to 0): move spend from low-m to high-m slots."
+    ),
+}
+_SYSTEM_REASON = " You may first give a short <reason>...</reason>."
+
+
+def system_prompt(encoding: str) -> str:
+    """The system message: the task in three sentences plus the answer format."""
+    return _SYSTEM_BASE + _SYSTEM_ANSWER[encoding] + _SYSTEM_REASON
+
+
+def _user_prompt(request: DecisionRequest, encoding: str) -> str:
+    task, window, role = request.task, request.window, request.role
+    u = task.unit
+    scale = mroi_scale(window)
+    lines = [f"T={task.periods}."]
+    if task.lower is not None:
+        lines.append("lo=" + _bound_vec([x / u for x in task.lower]))
+    if task.upper is not None:
+        lines.append("hi=" + _bound_vec([x / u for x in task.upper]))
+    if role == "reasoner":
+        lines.append("History (b = spend, m = marginal ROI):")
+    else:
+        lines.append(f"Last {len(window)} plans, oldest first (b = spend, m = marginal ROI):")
+    for k, rec in enumerate(window):
+        row = f"b={_vec([b / u for b in rec.allocation])} m={_vec([m / scale for m in rec.mroi])}"
+        if role == "optimizer" and k == len(window) - 1:
+            row += " (current)"
+        lines.append(row)
+    if not window:
+        lines.append("(none)")
+    if encoding == "delta":
+        if window:
+            m = [v / scale for v in window[-1].mroi]
+            mean = sum(m) / len(m)
+            lines.append(f"gap={_vec([v - mean for v in m])} (m - mean m, latest)")
+        else:
+            lines.append("Current spend: 1.00 in every slot.")
+        lines.append("Give the change d.")
+    else:
+        lines.append("Give the new b.")
+    return "\n".join(lines)
+
+
+def encode(request: DecisionRequest, encoding: str | None = None) -> list[dict[str, str]]:
+    """Chat messages ``[{"role": "system", ...}, {"role": "user", ...}]`` for a request.
+
+    ``request.role`` picks the wording (Reasoner: few-shot history; Optimizer: sliding
+    window with the current plan marked); ``encoding`` ``None`` = the role's default.
+    """
+    enc = resolve_encoding(request.role, encoding)
+    return [
+        {"role": "system", "content": system_prompt(enc)},
+        {"role": "user", "content": _user_prompt(request, enc)},
+    ]
+
+
+def encode_reasoner(task: Task, history: Sequence[Record] | None = None,
+                    encoding: str | None = None) -> list[dict[str, str]]:
+    """Reasoner messages: task + few-shot history (default: ``task.history``)."""
+    hist = list(task.history if history is None else history)
+    return encode(DecisionRequest("reasoner", task, hist), encoding)
+
+
+def encode_optimizer(task: Task, window: Sequence[Record] | None = None,
+                     encoding: str | None = None, w: int = DEFAULT_WINDOW) -> list[dict[str, str]]:
+    """Optimizer messages: task + the last ``w`` records (default: of ``task.history``)."""
+    recs = list(task.history if window is None else window)[-w:]
+    return encode(DecisionRequest("optimizer", task, recs), encoding)
+
+
+def make_request(role: str, task: Task, window: Sequence[Record] | None = None,
+                 w: int = DEFAULT_WINDOW) -> DecisionRequest:
+    """Build a request: Reasoner sees the whole window/history, Optimizer the last ``w``."""
+    resolve_encoding(role)
+    recs = list(task.history if window is None else window)
+    if role == "optimizer":
+        recs = recs[-w:]
+    return DecisionRequest(role, task, recs)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------
+# target text (SFT) and decoder
+# ---------------------------------------------------------------------------------------
+def format_target(request: DecisionRequest, allocation: Sequence[float],
+                  encoding: str | None = None, reason: str | None = None) -> str:
+    """The ideal completion for a target ``allocation`` (task units).
+
+    ``decode(format_target(r, a), r)`` returns ``a`` to within 2-decimal rounding
+    (0.005 units of B/T per slot, plus the clip of rounding negatives to 0).
+    """
+    enc = resolve_encoding(request.role, encoding)
+    u = request.task.unit
+    x = [a / u for a in allocation]
+    if enc == "delta":
+        cur = _current_units(request)
+        x = [xi - ci for xi, ci in zip(x, cur)]
+    head = f"<reason>{reason}</reason>" if reason else ""
+    return f"{head}<answer>{_vec(x)}</answer>"
+
+
+_NUM = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_NONFINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+_ANSWER_OPEN = re.compile(r"<\s*answer\s*>", re.IGNORECASE)
+_ANSWER_CLOSE = re.compile(r"<\s*/\s*answer\s*>", re.IGNORECASE)
+_REASON = re.compile(r"<\s*reason\s*>(.*?)<\s*/\s*reason\s*>", re.IGNORECASE | re.DOTALL)
+
+
+def _fail(text: str, code: ParseError, detail: str, enc: str, **meta) -> Decision:
+    return Decision(None, text=text, error=f"{code.value}: {detail}",
+                    meta={"error_code": code.value, "encoding": enc, **meta})
+
+
+def _answer_body(text: str) -> tuple[str | None, str]:
+    """The list body inside ``<answer>``; ``(None, why)`` when it cannot be found.
+
+    Accepts a missing ``</answer>`` when the bracketed list is complete (backends that
+    stop *at* ``</answer>`` may drop it), and a list without brackets when closed by
+    ``</answer>``.
+    """
+    m = _ANSWER_OPEN.search(text)
+    if m is None:
+        return None, "no <answer> tag"
+    rest = text[m.end():]
+    c = _ANSWER_CLOSE.search(rest)
+    inner = rest[: c.start()] if c else rest
+    s = inner.strip()
+    if s.startswith("["):
+        end = s.find("]")
+        if end < 0:
+            return None, "answer list has no closing ']'"
+        return s[1:end], ""
+    if c is None:
+        return None, "no </answer> tag"
+    return s, ""
+
+
+def decode(text: str, request: DecisionRequest, encoding: str | None = None) -> Decision:
+    """Parse model text into a :class:`Decision` with an allocation in task units.
+
+    Never raises on model text (any ``str``; non-strings are treated as ``str(text)``).
+    On failure ``allocation`` is ``None`` and ``error`` is ``"<code>: <detail>"`` with a
+    :class:`ParseError` code; ``meta["error_code"]`` holds the code alone. On success
+    ``meta`` holds the answer in prompt units (``"answer_units"``) and the reason text.
+    """
+    enc = resolve_encoding(request.role, encoding)
+    if not isinstance(text, str):
+        text = "" if text is None else str(text)
+    T = request.task.periods
+    u = request.task.unit
+    reason_m = _REASON.search(text)
+    reason = reason_m.group(1).strip() if reason_m else None
+
+    body, why = _answer_body(text)
+    if body is None:
+        return _fail(text, ParseError.MISSING_TAGS, why, enc)
+    parts = [p.strip() for p in re.split(r"[,;]", body)] if body.strip() else []
+    if len(parts) != T:
+        return _fail(text, ParseError.WRONG_LENGTH, f"expected {T} numbers, got {len(parts)}", enc)
+    vals: list[float] = []
+    for i, p in enumerate(parts):
+        if _NONFINITE.fullmatch(p):
+            return _fail(text, ParseError.NON_FINITE, f"slot {i + 1} is {p!r}", enc)
+        if not _NUM.fullmatch(p):
+            return _fail(text, ParseError.NON_NUMERIC, f"slot {i + 1} is {p[:20]!r}", enc)
+        v = float(p)
+        if not math.isfinite(v):
+            return _fail(text, ParseError.NON_FINITE, f"slot {i + 1} is {p[:20]!r}", enc)
+        vals.append(v)
+
+    if enc == "delta":
+        cur = _current_units(request)
+        units = [c + d for c, d in zip(cur, vals)]
+    else:
+        units = vals
+    alloc: list[float] = []
+    for i, x in enumerate(units):
+        if x < -NEG_TOL:
+            what = "would get" if enc == "delta" else "is"
+            return _fail(text, ParseError.NEGATIVE, f"slot {i + 1} {what} {_f(x)} units of B/T", enc)
+        a = max(x, 0.0) * u
+        if not math.isfinite(a):
+            return _fail(text, ParseError.NON_FINITE, f"slot {i + 1} overflows ({_f(x)} units)", enc)
+        alloc.append(a)
+    return Decision(alloc, text=text, error=None,
+                    meta={"encoding": enc, "answer_units": vals, "reason": reason})

@@ -1,0 +1,195 @@
+"""Prompt encoders and the decoder: fuzzed (never raises, typed failures) and round-trip."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from policies.base import DecisionRequest
+from policies.prompts import (
+    DEFAULT_ENCODING,
+    ENCODINGS,
+    NEG_TOL,
+    PARSE_ERRORS,
+    ParseError,
+    decode,
+    encode,
+    error_code,
+    format_target,
+    make_request,
+    mroi_scale,
+)
+from tools.task import Record, Task
+
+
+def make_task(T=6, B=6.0, H=3, seed=0, bounds=False) -> Task:
+    rng = np.random.default_rng(seed)
+    hist = []
+    for _ in range(H):
+        a = rng.uniform(0.7, 1.3, T)
+        a = a / a.sum() * B
+        hist.append(Record(allocation=a.tolist(), mroi=rng.uniform(0, 1, T).tolist()))
+    kw = {}
+    if bounds:
+        kw = {"lower": [0.1 * B / T] * T, "upper": [2 * B / T] * (T - 1) + [float("inf")]}
+    return Task(budget=B, periods=T, history=hist, **kw)
+
+
+REQ_R = make_request("reasoner", make_task())
+REQ_O = make_request("optimizer", make_task())
+
+
+def test_defaults():
+    assert DEFAULT_ENCODING == {"reasoner": "absolute", "optimizer": "delta"}
+
+
+@pytest.mark.parametrize("role", ["reasoner", "optimizer"])
+@pytest.mark.parametrize("enc", ENCODINGS)
+def test_encode_shape_and_scale_free(role, enc):
+    t1 = make_task(B=6.0)
+    t2 = Task(budget=6e5, periods=6, history=[
+        Record(allocation=[b * 1e5 for b in r.allocation], mroi=[m * 7 for m in r.mroi])
+        for r in t1.history])
+    m1 = encode(make_request(role, t1), enc)
+    m2 = encode(make_request(role, t2), enc)
+    assert [m["role"] for m in m1] == ["system", "user"]
+    assert m1 == m2  # same prompt whatever the budget / MROI scale
+    user = m1[1]["content"]
+    assert "lo=" not in user and "hi=" not in user
+    assert ("gap=" in user) == (enc == "delta")
+    assert ("(current)" in user) == (role == "optimizer")
+
+
+def test_bounds_shown_only_when_present():
+    user = encode(make_request("reasoner", make_task(bounds=True)))[1]["content"]
+    assert "lo=[0.10, 0.10" in user and "hi=[2.00" in user and "-]" in user
+
+
+def test_mroi_normalised_to_max():
+    t = make_task()
+    s = mroi_scale(t.history)
+    assert s == max(abs(v) for r in t.history for v in r.mroi)
+    assert "1.00" in encode(make_request("reasoner", t))[1]["content"]
+
+
+def test_optimizer_window_is_last_w():
+    t = make_task(H=5)
+    r = make_request("optimizer", t, w=3)
+    assert r.window == t.history[-3:]
+
+
+def test_decode_basic_absolute_and_reason():
+    t = Task(budget=600.0, periods=3, history=[Record(allocation=[200, 200, 200], mroi=[1, 1, 1])])
+    r = make_request("reasoner", t)
+    d = decode("<reason>slot 1 is best</reason><answer>[1.5, 1.0, 0.5]</answer>", r)
+    assert d.error is None and d.allocation == pytest.approx([300, 200, 100])
+    assert d.meta["reason"] == "slot 1 is best"
+
+
+def test_decode_delta_applies_to_current():
+    t = Task(budget=600.0, periods=3, history=[Record(allocation=[100, 200, 300], mroi=[1, 1, 1])])
+    r = make_request("optimizer", t)
+    d = decode("<answer>[0.50, 0, -0.50]</answer>", r, "delta")
+    assert d.error is None and d.allocation == pytest.approx([200, 200, 200])
+
+
+def test_decode_tolerates_missing_close_tag_after_list():
+    d = decode("<answer>[1, 1, 1, 1, 1, 1]", REQ_R)
+    assert d.error is None
+
+
+@pytest.mark.parametrize("text,code", [
+    ("no tags at all [1,1,1,1,1,1]", "missing_tags"),
+    ("<answer>[1, 1, 1", "missing_tags"),
+    ("<answer>[1, 1, 1, 1, 1]</answer>", "wrong_length"),
+    ("<answer>[]</answer>", "wrong_length"),
+    ("<answer>[1, 1, x, 1, 1, 1]</answer>", "non_numeric"),
+    ("<answer>[1, 1, nan, 1, 1, 1]</answer>", "non_finite"),
+    ("<answer>[1, 1, 1e999, 1, 1, 1]</answer>", "non_finite"),
+    ("<answer>[1, 1, -0.5, 1, 1, 1]</answer>", "negative"),
+])
+def test_decode_typed_errors(text, code):
+    d = decode(text, REQ_R, "absolute")
+    assert d.allocation is None and error_code(d.error) == code
+    assert d.meta["error_code"] == code
+
+
+def test_wrong_length_message():
+    d = decode("<answer>[1, 1, 1, 1, 1]</answer>", REQ_R)
+    assert d.error == "wrong_length: expected 6 numbers, got 5"
+
+
+def test_delta_negative_result():
+    d = decode("<answer>[-5, 1, 1, 1, 1, 1]</answer>", REQ_O, "delta")
+    assert error_code(d.error) == ParseError.NEGATIVE.value
+
+
+# ---- fuzz ------------------------------------------------------------------------------
+PIECES = st.sampled_from([
+    "<answer>", "</answer>", "<reason>", "</reason>", "[", "]", ",", " ", "\n", ";",
+    "1", "0.5", "-0.3", "+2", "1e308", "1e999", "-1e999", "nan", "inf", "-inf", "NaN",
+    ".", "e", "-", "0", "999999999999999999999", "0.00", "-0.00", "x", "<", ">", "/",
+])
+ADVERSARIAL = st.lists(PIECES, max_size=40).map("".join)
+
+
+def _check(d, T):
+    if d.allocation is None:
+        assert d.error and error_code(d.error) in PARSE_ERRORS
+    else:
+        assert d.error is None
+        assert len(d.allocation) == T
+        assert all(math.isfinite(a) and a >= 0 for a in d.allocation)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.one_of(st.text(max_size=200), ADVERSARIAL),
+       role=st.sampled_from(["reasoner", "optimizer"]), enc=st.sampled_from(ENCODINGS))
+def test_decode_fuzz_never_raises(text, role, enc):
+    req = REQ_R if role == "reasoner" else REQ_O
+    _check(decode(text, req, enc), 6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(nums=st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                               st.integers(-10**30, 10**30)), max_size=8),
+       enc=st.sampled_from(ENCODINGS))
+def test_decode_fuzz_number_lists(nums, enc):
+    text = "<answer>[" + ", ".join(str(n) for n in nums) + "]</answer>"
+    _check(decode(text, REQ_O, enc), 6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(T=st.integers(1, 24), B=st.floats(1e-3, 1e7), seed=st.integers(0, 10**6),
+       role=st.sampled_from(["reasoner", "optimizer"]), enc=st.sampled_from(ENCODINGS),
+       zeros=st.booleans())
+def test_format_target_round_trip(T, B, seed, role, enc, zeros):
+    task = make_task(T=T, B=B, seed=seed)
+    req = make_request(role, task)
+    rng = np.random.default_rng(seed)
+    target = rng.dirichlet(np.ones(T)) * B
+    if zeros:
+        target[rng.integers(T)] = 0.0
+    d = decode(format_target(req, target, enc), req, enc)
+    assert d.error is None, d.error
+    tol = (0.005 + 1e-9) * task.unit
+    assert np.allclose(d.allocation, target, atol=tol, rtol=1e-9)
+
+
+def test_format_target_with_reason_round_trips():
+    target = [1.2, 0.8, 1, 1, 1, 1]
+    txt = format_target(REQ_R, target, reason="shift to slot 1")
+    assert txt.startswith("<reason>shift to slot 1</reason><answer>[1.20, 0.80")
+    assert decode(txt, REQ_R).allocation == pytest.approx(target, abs=0.006)
+
+
+def test_empty_window_delta_uses_uniform():
+    t = Task(budget=6.0, periods=6)
+    r = DecisionRequest("reasoner", t, [])
+    assert "Current spend" in encode(r, "delta")[1]["content"]
+    d = decode("<answer>[0, 0, 0, 0, 0, 0]</answer>", r, "delta")
+    assert d.allocation == pytest.approx([1.0] * 6)
