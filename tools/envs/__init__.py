@@ -134,7 +134,11 @@ def make_envs(
         "history": int(history),
         "kw": _jsonable_kw(kw),
     }
-    return _generate(spec, np.arange(n), kw)
+    out = _generate(spec, np.arange(n), kw)
+    if family not in _SYN:  # data families: T from the spend columns, B from the log
+        out.spec["periods"] = out.periods
+        out.spec["budget"] = None
+    return out
 
 
 def env_from_spec(spec: dict, index: int, **kw: Any) -> EnvBatch:

@@ -138,9 +138,10 @@ def hill_inverse(lam, beta, K, s):
     xt, slope = hill_tangent(K, s)
     c = beta * slope
     inside = (lam > 0) & (lam < c)
-    L = np.where(inside, lam, 0.5 * c)
+    ok = beta > 0
+    L = np.where(inside, lam, np.where(ok, 0.5 * c, 1.0))
     logK = np.log(K)
-    log_const = np.log(beta * s) + s * logK
+    log_const = np.log(np.where(ok, beta, 1.0) * s) + s * logK
     u = np.maximum((log_const - np.log(L)) / (s + 1.0), np.log(np.maximum(xt, 1e-300)))
     target = np.log(L)
     for _ in range(60):
@@ -148,10 +149,10 @@ def hill_inverse(lam, beta, K, s):
         lse = np.logaddexp(su, s * logK)
         g = log_const + (s - 1.0) * u - 2.0 * lse - target
         w = np.exp(su - lse)
-        dg = (s - 1.0) - 2.0 * s * w
-        step = g / dg
+        dg = np.minimum((s - 1.0) - 2.0 * s * w, -1e-300)  # < 0 on the decreasing branch
+        step = np.where(inside, g / dg, 0.0)
         u = u - step
-        if np.all(np.abs(np.where(inside, step, 0.0)) < 1e-13):
+        if np.all(np.abs(step) < 1e-13):
             break
     x = np.exp(u)
     x = np.where(inside, np.maximum(x, xt), 0.0)
