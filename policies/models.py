@@ -150,7 +150,7 @@ def embedded_tokenizer():
 
 
 def tiny_random_model(seed: int = 0, tokenizer=None, dtype=None):
-    """A seeded 2-layer Llama (hidden 128, head_dim 64) with the embedded tokenizer."""
+    """A seeded 2-layer Llama (hidden 128, head_dim 64, init std 0.1) with the embedded tokenizer."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -159,6 +159,7 @@ def tiny_random_model(seed: int = 0, tokenizer=None, dtype=None):
         vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, head_dim=64,
         max_position_embeddings=2048, tie_word_embeddings=True,
+        initializer_range=0.1,  # wide enough that greedy output varies (0.02 repeats one token)
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
