@@ -103,7 +103,7 @@ def local_model(
     budget,
     lower=None,
     upper=None,
-    trust: float = 0.5,
+    trust: float = 1.0,
     iters: int = 60,
 ) -> np.ndarray:
     """Equalise MROI on a per-slot linear model fitted to the window.
