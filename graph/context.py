@@ -1,0 +1,190 @@
+"""Run-time knobs of a DARA episode: LangGraph's runtime *context* (``context_schema=``).
+
+Everything that says *how* to run an episode (which policies, which model, window,
+rounds, stopping rule, feedback provider, seed) lives here, not in the state: the state
+holds only what happened (JSON), so it survives checkpointers and Studio. Nodes read it
+as ``runtime.context`` (``Runtime[Context]``). Studio shows these fields (with their help
+text) in the assistant's context editor; the CLI builds one from its flags; the Python
+API from keyword arguments.
+
+Validation happens once, in ``__post_init__``, and names the bad field and value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+Feedback = Literal["simulator", "live"]
+Backend = Literal["local", "vllm", "openai"]
+ENCODINGS = ("absolute", "delta")
+
+
+def _baselines() -> tuple[str, ...]:
+    from policies.baselines import BASELINES
+
+    return BASELINES
+
+
+@dataclass(kw_only=True)
+class Context:
+    """How to run one DARA episode (Reasoner -> budget tool -> environment -> Optimizer ...)."""
+
+    reasoner: str = field(
+        default="llm",
+        metadata={
+            "description": "Policy for round 1 (the Few-shot Reasoner): 'llm' (chat model on "
+            "`backend` with the reasoner adapter) or a numeric baseline: uniform, heuristic, "
+            "gradient, local-model (or a name registered with graph.nodes.register_policy)."
+        },
+    )
+    optimizer: str = field(
+        default="llm",
+        metadata={
+            "description": "Policy for rounds 2..K (the Fine-grained Optimizer): 'llm' or a "
+            "baseline name (see `reasoner`)."
+        },
+    )
+    backend: str = field(
+        default="local",
+        metadata={"description": "Chat-model backend for 'llm' policies: local (HF + PEFT, "
+                  "batched), vllm (offline engine), openai (OpenAI-compatible server)."},
+    )
+    base: str = field(
+        default="embedded",
+        metadata={"description": "Base model: 'embedded' (SmolLM2-135M shipped in a wheel), "
+                  "'tiny-random' (tests) or an HF model directory / served model name."},
+    )
+    reasoner_adapter: str | None = field(
+        default=None,
+        metadata={"description": "LoRA adapter directory for the Reasoner; empty = the "
+                  "shipped adapter when present, else the base model."},
+    )
+    optimizer_adapter: str | None = field(
+        default=None,
+        metadata={"description": "LoRA adapter directory for the Optimizer (see reasoner_adapter)."},
+    )
+    reasoner_encoding: str | None = field(
+        default=None,
+        metadata={"description": "Prompt encoding of the Reasoner: absolute or delta; empty = "
+                  "the policy's default."},
+    )
+    optimizer_encoding: str | None = field(
+        default=None,
+        metadata={"description": "Prompt encoding of the Optimizer: absolute (the answer is "
+                  "the new plan) or delta (the answer is a change per slot); empty = default."},
+    )
+    window: int = field(
+        default=3,
+        metadata={"description": "Sliding window w: the Optimizer sees the last w records "
+                  "(history followed by applied rounds)."},
+    )
+    max_rounds: int = field(
+        default=5,
+        metadata={"description": "K: number of rounds (decisions applied) per episode."},
+    )
+    tolerance: float = field(
+        default=0.0,
+        metadata={"description": "Stop early once the observed MROI dispersion "
+                  "sum_t |r_t - mean(r)| falls below this; 0 = never stop early. Rounds after "
+                  "a stop repeat the last allocation (source 'carried')."},
+    )
+    approval: bool = field(
+        default=False,
+        metadata={"description": "Pause before applying each allocation so a human can "
+                  "approve it or edit it (resume with true or {\"allocation\": [...]})."},
+    )
+    feedback: str = field(
+        default="simulator",
+        metadata={"description": "simulator: observe MROI from the environment in the input "
+                  "(`env`); live: pause with the allocation to apply and resume with "
+                  "{\"mroi\": [...]} observed on the real campaign."},
+    )
+    seed: int = field(
+        default=0,
+        metadata={"description": "Seed of simulator feedback noise (and of sampling when "
+                  "temperature > 0)."},
+    )
+    temperature: float = field(
+        default=0.0,
+        metadata={"description": "Sampling temperature of 'llm' policies; 0 = greedy."},
+    )
+
+    def __post_init__(self) -> None:
+        # Studio and JSON configs send strings/ints loosely: coerce, then validate.
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, str) and v.strip() == "" and f.name.endswith(("_adapter", "_encoding")):
+                setattr(self, f.name, None)
+        for name in ("reasoner", "optimizer"):
+            v = getattr(self, name)
+            if not isinstance(v, str) or not v:
+                raise ValueError(f"context.{name} must be a policy name, got {v!r}")
+            known = ("llm",) + _baselines()
+            from graph.nodes import registered_policies
+
+            if v not in known and v not in registered_policies():
+                raise ValueError(
+                    f"context.{name} = {v!r} is not a policy; choose llm, {', '.join(_baselines())}"
+                    + (f" or a registered one ({', '.join(sorted(registered_policies()))})"
+                       if registered_policies() else "")
+                )
+        if self.backend not in ("local", "vllm", "openai"):
+            raise ValueError(f"context.backend = {self.backend!r}; choose local, vllm or openai")
+        for name in ("reasoner_encoding", "optimizer_encoding"):
+            v = getattr(self, name)
+            if v is not None and v not in ENCODINGS:
+                raise ValueError(f"context.{name} = {v!r}; choose {' or '.join(ENCODINGS)}")
+        for name, lo in (("window", 1), ("max_rounds", 1)):
+            v = getattr(self, name)
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+                setattr(self, name, v)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"context.{name} must be an integer >= {lo}, got {v!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"context.seed must be a non-negative integer, got {self.seed!r}")
+        for name in ("tolerance", "temperature"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"context.{name} must be a finite number >= 0, got {v!r}")
+            setattr(self, name, float(v))
+        if self.feedback not in ("simulator", "live"):
+            raise ValueError(f"context.feedback = {self.feedback!r}; choose simulator or live")
+        if not isinstance(self.approval, bool):
+            raise ValueError(f"context.approval must be true or false, got {self.approval!r}")
+
+    # ---- derived values -----------------------------------------------------------------
+    @property
+    def uses_llm(self) -> bool:
+        return "llm" in (self.reasoner, self.optimizer)
+
+    def policy_key(self, role: str) -> tuple:
+        """What identifies the policy of ``role`` (the per-process policy cache key)."""
+        name = self.reasoner if role == "reasoner" else self.optimizer
+        if name != "llm":
+            return (role, name)
+        adapter = self.reasoner_adapter if role == "reasoner" else self.optimizer_adapter
+        encoding = self.reasoner_encoding if role == "reasoner" else self.optimizer_encoding
+        return (role, name, self.backend, self.base, adapter, encoding, self.temperature)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "Context":
+        """Build from a (possibly partial) dict, naming unknown keys."""
+        data = dict(data or {})
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown context field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        return cls(**data)
+
+
+def get_context(runtime) -> Context:
+    """``runtime.context`` as a :class:`Context` (defaults when none was given)."""
+    ctx = getattr(runtime, "context", None) if runtime is not None else None
+    if ctx is None:
+        return Context()
+    if isinstance(ctx, dict):
+        return Context.from_dict(ctx)
+    return ctx
