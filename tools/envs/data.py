@@ -306,6 +306,8 @@ def _fit(path: Path, spend_cols, revenue, controls, geo_col, adstock, starts) ->
     if adstock:
         lb[sl_th], ub[sl_th] = THETA_BOUNDS
 
+    # Dense SVD of a (G*P) x params Jacobian dominates geo fits; LSMR is much cheaper there.
+    tr_solver = "lsmr" if npar > 40 else "exact"
     best = None
     inits = [(1.0, 1.2), (0.5, 1.0), (2.0, 2.0), (0.3, 1.5), (4.0, 1.1)][: max(1, starts)]
     for K0, s0 in inits:
@@ -318,7 +320,7 @@ def _fit(path: Path, spend_cols, revenue, controls, geo_col, adstock, starts) ->
             th0[sl_th] = 0.3
         try:
             res = least_squares(resid, th0, jac="2-point" if adstock else jac, bounds=(lb, ub), method="trf",
-                                x_scale="jac", max_nfev=2000)
+                                x_scale="jac", max_nfev=2000, tr_solver=tr_solver)
         except Exception as e:  # pragma: no cover - scipy internal failures
             last_err = e
             continue

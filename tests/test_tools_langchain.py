@@ -1,0 +1,43 @@
+"""langchain-core tools: schemas, invocation, JSON results, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tools.envs import make_envs
+from tools.langchain_tools import make_tools
+from tools.oracle import oracle_allocation
+
+
+def test_tools_invoke_bound_and_by_spec():
+    e = make_envs("quadratic", 5, noise=0.1, seed=2)
+    q, eb, o = make_tools(e)
+    assert [t.name for t in (q, eb, o)] == ["query_mroi", "enforce_budget", "oracle_allocation"]
+    assert "allocation" in q.args and "proposal" in eb.args
+    a = q.invoke({"allocation": [1.0] * 6, "index": 2, "seed": 1})
+    b = q.invoke({"allocation": [1.0] * 6, "index": 2, "seed": 1, "spec": json.loads(json.dumps(e.spec))})
+    assert a == b and len(a["mroi"]) == 6
+    json.dumps(a)
+    orc = make_tools()[2].invoke({"index": 3, "spec": e.spec})
+    assert np.allclose(orc["allocation"], oracle_allocation(e)[3])
+    rep = eb.invoke({"proposal": [2, -1, 1, 1, 1, 1.5], "task": e.task(0).model_dump()})
+    assert rep["changed"] and any("negative spend in slot2" in r for r in rep["reasons"])
+    assert abs(sum(rep["allocation"]) - 6) < 1e-9
+    rep = eb.invoke({"proposal": None, "task": e.task(0).model_dump(), "fallback": [1] * 6})
+    assert rep["used_fallback"]
+
+
+def test_tool_errors_are_clear():
+    e = make_envs("quadratic", 2)
+    q, eb, o = make_tools(e)
+    with pytest.raises(ValueError, match="expected periods=6"):
+        q.invoke({"allocation": [1.0] * 5})
+    with pytest.raises(ValueError, match="out of range"):
+        q.invoke({"allocation": [1.0] * 6, "index": 9})
+    with pytest.raises(ValueError, match="no environment"):
+        make_tools()[0].invoke({"allocation": [1.0] * 6})
+    with pytest.raises(Exception, match="budget"):
+        eb.invoke({"proposal": [1.0], "task": {"budget": -1, "periods": 1}})
