@@ -12,6 +12,8 @@ all methods are compared under the same constraint handling.
   highest-MROI slot.
 - ``gradient``: a projected step along the MROI gaps ``r_t - mean(r)``, normalised by the
   mean MROI so the step is scale-free (budgets of 6 and of 1e5 behave alike).
+- ``hold``: keep the latest allocation (no refinement); the Optimizer slot of the
+  ``reasoner-only`` ablation.
 - ``local-model``: fit each slot's MROI slope from the window (least squares of MROI on
   spend per slot), then equalise MROI on that local linear model by water-filling,
   inside a trust region. It sees only what a prompt shows, never the oracle, which is
@@ -28,7 +30,7 @@ import numpy as np
 
 from policies.base import Decision, DecisionRequest
 
-BASELINES = ("uniform", "heuristic", "gradient", "local-model")
+BASELINES = ("uniform", "heuristic", "gradient", "local-model", "hold")
 
 _EPS = 1e-12
 
@@ -58,6 +60,11 @@ def heuristic(win_alloc, win_mroi, budget, lower=None, upper=None, f: float = 0.
     b[rows, lo] -= moved
     b[rows, hi] += moved
     return b
+
+
+def hold(win_alloc, win_mroi, budget, lower=None, upper=None) -> np.ndarray:
+    """Keep the latest allocation unchanged."""
+    return np.array(win_alloc[:, -1, :], dtype=float)
 
 
 def gradient(win_alloc, win_mroi, budget, lower=None, upper=None, step: float = 0.6) -> np.ndarray:
@@ -143,7 +150,8 @@ def local_model(
     return alloc(0.5 * (lam_lo + lam_hi))
 
 
-_FUNCS = {"uniform": uniform, "heuristic": heuristic, "gradient": gradient, "local-model": local_model}
+_FUNCS = {"uniform": uniform, "heuristic": heuristic, "gradient": gradient, "local-model": local_model,
+          "hold": hold}
 
 
 def propose_arrays(name: str, win_alloc, win_mroi, budget, lower=None, upper=None, **kw) -> np.ndarray:
@@ -197,5 +205,5 @@ class BaselinePolicy:
 
 
 def make_baseline(name: str, **params) -> BaselinePolicy:
-    """Build a named baseline policy (``uniform``, ``heuristic``, ``gradient``, ``local-model``)."""
+    """Build a named baseline policy (``uniform``, ``heuristic``, ``gradient``, ``local-model``, ``hold``)."""
     return BaselinePolicy(name=name, params=params or None)
