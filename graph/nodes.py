@@ -79,19 +79,18 @@ def _build_policy(ctx: Context, role: str, name: str) -> Policy:
         from policies.baselines import make_baseline
 
         return make_baseline(name)
-    import inspect
-
+    from graph.batching import CoalescingPolicy
     from policies import make_policy
 
     adapter = ctx.reasoner_adapter if role == "reasoner" else ctx.optimizer_adapter
     encoding = ctx.reasoner_encoding if role == "reasoner" else ctx.optimizer_encoding
-    kw: dict[str, Any] = {"backend": ctx.backend, "base": ctx.base, "adapter": adapter}
-    params = inspect.signature(make_policy).parameters
-    has_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    for k, v in (("encoding", encoding), ("temperature", ctx.temperature), ("seed", ctx.seed)):
-        if (k in params or has_var_kw) and v is not None:
-            kw[k] = v
-    return make_policy(name, role, **kw)
+    kw: dict[str, Any] = {}
+    if ctx.temperature > 0:
+        kw.update(temperature=ctx.temperature, seed=ctx.seed)
+    policy = make_policy("llm", role, backend=ctx.backend, base=ctx.base, adapter=adapter,
+                         encoding=encoding, **kw)
+    # Concurrent episodes (dara run, Studio threads) share batched generation calls.
+    return CoalescingPolicy(policy)
 
 
 # ---- helpers ----------------------------------------------------------------------------------
