@@ -1,0 +1,450 @@
+"""Typed training configs: one place for every knob, its help text and its validation.
+
+Three layers, later wins: the dataclass defaults, a JSON/YAML file (``--config FILE``),
+then command-line flags. Flags are generated from the fields (``ref_sync_every`` ->
+``--ref-sync-every``), so a new field is a new flag with its help text for free.
+
+- :class:`RolloutConfig` — which environments prompts come from and how Optimizer
+  windows are chained (shared by SFT and GRPO).
+- :class:`RewardConfig` — coefficients of the composite reward (``training.rewards``).
+- :class:`LoraConfig` — the adapter's shape (rank, which layers).
+- :class:`SFTConfig`, :class:`GRPOConfig` — the two trainers; each holds the three above.
+
+Derived values are properties; ``validate()`` raises ``ValueError`` naming the field and
+the bad value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROLES = ("reasoner", "optimizer")
+
+
+def _h(default, help: str, **kw):
+    """A dataclass field with help text (shown by ``dara train ... --help``)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class RolloutConfig:
+    """Where prompts come from (``training.rollouts``)."""
+
+    families: list[str] = _h(["quadratic", "exponential", "hill"],
+                             "Environment families prompts are drawn from (comma-separated), "
+                             "sampled evenly.")
+    periods: int = _h(6, "Slots T of synthetic environments.")
+    budget: float = _h(6.0, "Budget B of synthetic environments.")
+    history: int = _h(3, "Few-shot history records per task (the Reasoner's prompt).")
+    noise: float = _h(0.0, "Feedback noise (coefficient of variation) on observed MROI.")
+    window: int = _h(3, "Optimizer sliding window w (records shown).")
+    max_rounds: int = _h(10, "Optimizer windows come from decisions at rounds 2..max_rounds.")
+    chain_policy: str = _h("local-model", "Numeric policy that plays the earlier rounds when "
+                           "chaining Optimizer windows (any policies.baselines name).")
+    teacher_noise: float = _h(0.15, "Std of Gaussian noise (units of B/T) added to chained "
+                              "allocations, so windows cover imperfect trajectories.")
+    env_pool: int = _h(4096, "Environments generated per family (prompts sample from them).")
+    env_seed: int = _h(1000, "Seed of the training environments (held-out evaluation uses others).")
+
+    def validate(self) -> None:
+        from tools.envs import FAMILIES
+
+        if not self.families:
+            raise ValueError("families must name at least one environment family")
+        for f in self.families:
+            if f not in FAMILIES:
+                raise ValueError(f"families: unknown family {f!r}; choose from {', '.join(FAMILIES)}")
+        _pos("periods", self.periods)
+        _pos("budget", self.budget)
+        _nonneg("history", self.history)
+        _nonneg("noise", self.noise)
+        _pos("window", self.window)
+        if self.max_rounds < 2:
+            raise ValueError(f"max_rounds must be >= 2 (the Optimizer acts from round 2), got {self.max_rounds}")
+        _nonneg("teacher_noise", self.teacher_noise)
+        _pos("env_pool", self.env_pool)
+
+
+@dataclass
+class RewardConfig:
+    """Composite reward coefficients (``training.rewards``); DESIGN.md §4.
+
+    Amounts in allocation space are in units of B/T, so the reference values (B = T = 6,
+    unit 1) apply unchanged to any size.
+    """
+
+    env_alpha: float = _h(1.0, "Weight alpha of the environment term -alpha*sum|r_t - mean r| "
+                          "(r normalised by the largest MROI in the prompt's window).")
+    too_many_penalty: float = _h(1.5, "Penalty for more numbers than slots.")
+    too_few_penalty: float = _h(3.0, "Penalty for one number too few.")
+    too_few_step: float = _h(1.0, "Extra penalty per further missing number ...")
+    too_few_max: float = _h(5.0, "... capped at this (also used when nothing parses).")
+    budget_coef_reasoner: float = _h(2.0, "Reasoner budget penalty per unit of |sum b - B| (B/T units).")
+    budget_coef_optimizer: float = _h(1.0, "Optimizer budget penalty per unit of |sum b - B| (B/T units).")
+    equal_penalty: float = _h(1.0, "Penalty for an all-equal allocation.")
+    bonus_weight: float = _h(1.0, "Multiplier of the reference bonus shaping term (0 = off).")
+    bonus_top_k: int = _h(2, "Slots at each end of the historical MROI ranking the bonus looks at.")
+    bonus_min_change: float = _h(0.1, "Change (B/T units) beyond which a move earns the bonus.")
+    bonus_small_change: float = _h(0.3, "Moves up to this earn 1 + |change|; larger ones earn bonus_large.")
+    bonus_large: float = _h(0.5, "Bonus for a move larger than bonus_small_change.")
+    format_weight: float = _h(1.0, "Weight of the graded format term (max 1 before weighting).")
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if not math.isfinite(v):
+                raise ValueError(f"{f.name} must be finite, got {v!r}")
+            if f.name != "bonus_top_k" and v < 0:
+                raise ValueError(f"{f.name} must be >= 0 (penalties are subtracted), got {v!r}")
+        if self.bonus_top_k < 0:
+            raise ValueError(f"bonus_top_k must be >= 0, got {self.bonus_top_k}")
+
+
+@dataclass
+class LoraConfig:
+    """The LoRA adapter (PEFT)."""
+
+    r: int = _h(16, "LoRA rank.")
+    alpha: int = _h(32, "LoRA alpha (scale = alpha / r).")
+    dropout: float = _h(0.0, "LoRA dropout (GRPO always runs with dropout off).")
+    top_layers: int = _h(10, "Put LoRA on the top N transformer layers only (0 = all); "
+                         "backward then stops early (DESIGN.md §4: ~1.8x faster).")
+    target_modules: list[str] = _h(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                                   "Linear modules that get LoRA.")
+
+    def validate(self) -> None:
+        _pos("r", self.r)
+        _pos("alpha", self.alpha)
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        _nonneg("top_layers", self.top_layers)
+        if not self.target_modules:
+            raise ValueError("target_modules must not be empty")
+
+
+@dataclass
+class _Common:
+    role: str = _h("reasoner", "Which adapter to train: reasoner or optimizer.")
+    encoding: str | None = _h(None, "Prompt encoding (absolute|delta); default: the role's default.")
+    base: str = _h("embedded", "Base model: 'embedded', 'tiny-random' or an HF model directory.")
+    out: str = _h("runs/train", "Output directory (log.jsonl, adapter/, checkpoint/).")
+    steps: int = _h(300, "Optimisation steps (numbered from 1).")
+    seed: int = _h(0, "Seed of prompts, sampling and LoRA initialisation.")
+    lr: float = _h(2e-4, "Peak learning rate (AdamW).")
+    weight_decay: float = _h(0.0, "AdamW weight decay.")
+    warmup_steps: int = _h(10, "Linear warm-up steps.")
+    schedule: str = _h("cosine", "LR schedule after warm-up: cosine, linear or constant.")
+    min_lr_ratio: float = _h(0.1, "Final LR as a fraction of the peak (cosine/linear).")
+    grad_clip: float = _h(1.0, "Gradient-norm clip (0 = off).")
+    bf16: bool = _h(True, "CPU bfloat16 autocast for forward/backward and generation.")
+    threads: int = _h(0, "torch CPU threads (0 = leave torch's default).")
+    save_every: int = _h(25, "Write a resumable checkpoint every N steps (and at the end).")
+    log_every: int = _h(1, "Print progress every N steps (the JSONL log gets every step).")
+    init_adapter: str | None = _h(None, "Start from this PEFT LoRA directory instead of a fresh LoRA.")
+    resume: bool = _h(False, "Resume from OUT/checkpoint if it exists.")
+    rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"help": "prompt source"})
+    lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "adapter shape"})
+
+    def validate(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
+        if self.encoding is not None and self.encoding not in ("absolute", "delta"):
+            raise ValueError(f"encoding must be 'absolute' or 'delta', got {self.encoding!r}")
+        _pos("steps", self.steps)
+        _nonneg("seed", self.seed)
+        _pos("lr", self.lr)
+        _nonneg("weight_decay", self.weight_decay)
+        _nonneg("warmup_steps", self.warmup_steps)
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ValueError(f"schedule must be cosine, linear or constant, got {self.schedule!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        _nonneg("grad_clip", self.grad_clip)
+        _nonneg("threads", self.threads)
+        _pos("save_every", self.save_every)
+        _pos("log_every", self.log_every)
+        if self.init_adapter is not None and not (Path(self.init_adapter) / "adapter_config.json").is_file():
+            raise ValueError(f"init_adapter: {self.init_adapter!r} has no adapter_config.json")
+        self.rollout.validate()
+        self.lora.validate()
+
+    @property
+    def resolved_encoding(self) -> str:
+        from policies.prompts import resolve_encoding
+
+        return resolve_encoding(self.role, self.encoding)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out)
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate used at ``step`` (1-based): warm-up, then the schedule."""
+        if self.warmup_steps and step <= self.warmup_steps:
+            return self.lr * step / self.warmup_steps
+        if self.schedule == "constant":
+            return self.lr
+        span = max(1, self.steps - self.warmup_steps)
+        p = min(1.0, max(0.0, (step - self.warmup_steps) / span))
+        shape = 0.5 * (1 + math.cos(math.pi * p)) if self.schedule == "cosine" else 1 - p
+        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * shape)
+
+
+@dataclass
+class SFTConfig(_Common):
+    """Supervised warm start: prompts + the teacher's ideal completion, completion-only loss."""
+
+    batch_size: int = _h(8, "Prompts per step (fresh prompts every step).")
+    teacher: str = _h("local-model", "Numeric teacher (policies.baselines name); it sees only the prompt's window.")
+    lora: LoraConfig = field(default_factory=lambda: LoraConfig(dropout=0.05), metadata={"help": "adapter shape"})
+
+    def validate(self) -> None:
+        super().validate()
+        _pos("batch_size", self.batch_size)
+        from policies.baselines import BASELINES
+
+        if self.teacher not in BASELINES:
+            raise ValueError(f"teacher must be one of {BASELINES}, got {self.teacher!r}")
+
+
+@dataclass
+class GRPOConfig(_Common):
+    """GRPO-Adaptive (``training.grpo``). Defaults are CPU-sized; the reference run
+    (Qwen2.5-3B, 8xA100) used beta 0.04, eps 0.1, lr 5e-6, G 12, 8 prompts, M 50."""
+
+    lr: float = _h(5e-5, "Peak learning rate (AdamW) of the LoRA policy.")
+    warmup_steps: int = _h(0, "Linear warm-up steps.")
+    schedule: str = _h("constant", "LR schedule: cosine, linear or constant.")
+    prompts_per_step: int = _h(4, "Distinct prompts per step.")
+    group_size: int = _h(8, "Completions G sampled per prompt.")
+    beta: float = _h(0.04, "Weight of the k3 KL to the reference adapter.")
+    eps: float = _h(0.1, "Clip range of the importance ratio (lower side).")
+    eps_high: float | None = _h(None, "Upper clip range (default: eps).")
+    mu: int = _h(1, "Optimisation passes per batch (1: sampling log-probs are the old policy).")
+    ref_sync_every: int = _h(10, "Refresh the reference adapter from the policy every M steps "
+                             "(0 or 'never' = plain GRPO with a fixed reference).")
+    ref_sync_alpha: float = _h(1.0, "Refresh mixing: ref <- alpha*policy + (1-alpha)*ref (1 = hard copy).")
+    temperature: float = _h(1.0, "Sampling temperature.")
+    top_p: float = _h(1.0, "Nucleus sampling mass.")
+    max_new_tokens: int = _h(48, "Completion cap (<answer>[...]</answer> is ~38 tokens at T=6).")
+    loss_agg: str = _h("token", "Loss aggregation: 'token' (mean over all completion tokens) or "
+                       "'sequence' (mean per completion, then over completions).")
+    adv_eps: float = _h(1e-4, "eps in (R - mean) / (std + eps).")
+    grad_clip: float = _h(0.1, "Gradient-norm clip (0 = off).")
+    save_every: int = _h(10, "Write a resumable checkpoint every N steps (and at the end).")
+    reward: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "reward coefficients"})
+
+    def validate(self) -> None:
+        super().validate()
+        _pos("prompts_per_step", self.prompts_per_step)
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be >= 2 (advantages are relative to the group), got {self.group_size}")
+        _nonneg("beta", self.beta)
+        _pos("eps", self.eps)
+        if self.eps_high is not None:
+            _pos("eps_high", self.eps_high)
+        _pos("mu", self.mu)
+        _nonneg("ref_sync_every", self.ref_sync_every)
+        if not 0 < self.ref_sync_alpha <= 1:
+            raise ValueError(f"ref_sync_alpha must be in (0, 1], got {self.ref_sync_alpha}")
+        _pos("temperature", self.temperature)
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        _pos("max_new_tokens", self.max_new_tokens)
+        if self.loss_agg not in ("token", "sequence"):
+            raise ValueError(f"loss_agg must be 'token' or 'sequence', got {self.loss_agg!r}")
+        _pos("adv_eps", self.adv_eps)
+        self.reward.validate()
+
+    @property
+    def clip_high(self) -> float:
+        return self.eps if self.eps_high is None else self.eps_high
+
+    @property
+    def batch_completions(self) -> int:
+        return self.prompts_per_step * self.group_size
+
+    def refresh_due(self, step: int) -> bool:
+        """True when the reference is refreshed at the end of ``step``."""
+        return self.ref_sync_every > 0 and step % self.ref_sync_every == 0
+
+
+# ---------------------------------------------------------------------------------------
+# validation helpers
+# ---------------------------------------------------------------------------------------
+def _pos(name: str, v) -> None:
+    if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a positive number, got {v!r}")
+
+
+def _nonneg(name: str, v) -> None:
+    if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# loading: defaults < file < flags
+# ---------------------------------------------------------------------------------------
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_config(tp) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(name: str, tp, value):
+    """Convert a JSON/YAML/CLI value to the field's type, naming the field on failure."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(name, inner, value)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name} must be a list, got {value!r}")
+        return [_coerce(name, args[0] if args else str, v) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    if tp is int:
+        if name == "ref_sync_every" and isinstance(value, str) and value.lower() in ("never", "none", "off"):
+            return 0
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be an integer, got {value!r}") from None
+        if not f.is_integer():
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if tp is str:
+        return str(value)
+    return value
+
+
+def from_dict(cls, data: dict, prefix: str = ""):
+    """Build config ``cls`` from a (nested) dict; unknown keys are errors."""
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kw = {}
+    for k, v in (data or {}).items():
+        key = k.replace("-", "_")
+        if key not in names:
+            raise ValueError(f"unknown config key {prefix + k!r} for {cls.__name__}; "
+                             f"known: {', '.join(sorted(names))}")
+        tp = hints[key]
+        if _is_config(tp):
+            if not isinstance(v, dict):
+                raise ValueError(f"{prefix + k} must be a mapping, got {v!r}")
+            base = getattr(cls(), key)
+            kw[key] = from_dict(tp, {**dataclasses.asdict(base), **v}, prefix + k + ".")
+        else:
+            kw[key] = _coerce(prefix + key, tp, v)
+    return cls(**kw)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def read_file(path: str | Path) -> dict:
+    """Read a JSON or YAML config file into a dict."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file not found: {p}")
+    text = p.read_text()
+    if p.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: the config must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def add_flags(parser: argparse.ArgumentParser, cls, prefix: str = "") -> None:
+    """One ``--flag`` per field (nested configs as ``--rollout.window`` and, when the
+    name is unambiguous, ``--window``). Defaults are suppressed so only given flags
+    override the file."""
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if _is_config(tp):
+            add_flags(parser, tp, prefix + f.name + ".")
+            continue
+        flag = "--" + (prefix + f.name).replace("_", "-")
+        help_ = f.metadata.get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        names = [flag]
+        short = "--" + f.name.replace("_", "-")
+        if prefix and short not in parser._option_string_actions:
+            names.append(short)
+        if tp is bool:
+            parser.add_argument(*names, dest=prefix + f.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=f"{help_} (default: {shown})")
+        else:
+            parser.add_argument(*names, dest=prefix + f.name, default=argparse.SUPPRESS,
+                                metavar=f.name.upper(), help=f"{help_} (default: {shown})")
+
+
+def _nest(flat: dict) -> dict:
+    out: dict = {}
+    for k, v in flat.items():
+        parts = k.split(".")
+        d = out
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+        d[parts[-1]] = v
+    return out
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def build_config(cls, file: str | None = None, flags: dict | None = None, **overrides):
+    """Defaults < ``file`` < ``flags`` (flat dotted keys from :func:`add_flags`) < overrides; validated."""
+    data: dict = {}
+    if file:
+        data = read_file(file)
+    data = _deep_merge(data, _nest(flags or {}))
+    data = _deep_merge(data, _nest(overrides))
+    cfg = from_dict(cls, data)
+    cfg.validate()
+    return cfg
