@@ -142,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="local", help="LLM backend for LLM methods: local|vllm|openai")
     p.add_argument("--base", default="embedded", help="base model for LLM methods")
     p.add_argument("--concurrency", type=int, default=16, help="episodes in flight for LLM methods")
+    p.add_argument("--llm-out", default=None,
+                   help="keep LLM methods' episodes here (DIR/<method>/episodes.jsonl); reruns resume")
+    p.add_argument("--optimizer-adapter", default=None, help="override the Optimizer adapter of LLM methods")
+    p.add_argument("--optimizer-encoding", default=None, choices=["absolute", "delta"],
+                   help="override the Optimizer encoding of LLM methods")
     return p
 
 
@@ -188,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                 per_round, extra_stats = run_llm_method(
                     name, sub, rounds=args.rounds, window=args.window, seed=args.seed,
                     backend=args.backend, base=args.base, concurrency=args.concurrency,
+                    out_dir=(str(Path(args.llm_out) / fam) if args.llm_out else None),
+                    optimizer_adapter=args.optimizer_adapter, optimizer_encoding=args.optimizer_encoding,
                 )
                 res = summarise(per_round)
                 res.update(extra_stats)
