@@ -86,7 +86,7 @@ def read_episodes(path: Path, rounds: int, llm_roles: tuple[bool, bool] = (True,
             if rd.get("carried") or not llm_roles[0 if k == 0 else 1]:
                 continue
             llm_total[k] += 1
-                llm_errors[k] += rd.get("error") is not None
+            llm_errors[k] += rd.get("error") is not None
     by_round = [float(e / t) if t else None for e, t in zip(llm_errors, llm_total)]
     total = llm_total.sum()
     stats = {
