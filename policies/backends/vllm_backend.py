@@ -418,6 +418,12 @@ def close_all() -> None:
 atexit.register(close_all)
 
 
+def _cut_at(text: str, stops: Sequence[str] | None) -> str:
+    """``text`` cut before the first LangChain ``stop`` string (LangChain semantics)."""
+    cut = min((i for i in (text.find(s) for s in stops or ()) if i >= 0), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
 # ---------------------------------------------------------------------------------------
 # the LangChain chat model
 # ---------------------------------------------------------------------------------------
@@ -439,7 +445,9 @@ class VLLMChatModel(BaseChatModel):
     temperature: float = Field(default=0.0, ge=0.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: int | None = Field(default=0, description="Seed of request i is seed + i.")
-    stop: list[str] = Field(default_factory=lambda: list(DEFAULT_STOP))
+    stop: list[str] = Field(default_factory=lambda: list(DEFAULT_STOP),
+                            description="Stop strings kept at the end of the text (like local's stop_at). "
+                                        "LangChain stop= strings cut the text before them.")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict,
                                           description="Extra vllm.LLM / VLLMEngine arguments.")
 
@@ -471,50 +479,60 @@ class VLLMChatModel(BaseChatModel):
             self._engine.close()
             self._engine = None
 
-    def _params(self, stop: Sequence[str] | None, kw: Mapping[str, Any]) -> dict[str, Any]:
+    def _params(self, kw: Mapping[str, Any]) -> dict[str, Any]:
         return {
             "adapter": kw.get("adapter", self.adapter),
             "max_new_tokens": kw.get("max_new_tokens", kw.get("max_tokens", self.max_new_tokens)),
             "temperature": kw.get("temperature", self.temperature),
             "top_p": kw.get("top_p", self.top_p),
             "seed": kw.get("seed", self.seed),
-            "stop": list(stop) if stop is not None else kw.get("stop", self.stop),
+            "stop": list(kw.get("stop_at") or self.stop),
         }
 
     def generate_texts(self, messages_batch: Sequence[Sequence[BaseMessage | Mapping[str, str]]],
                        adapter: str | None = None, max_new_tokens: int | None = None,
-                       temperature: float | None = None, seed: int | None = None,
-                       stop: Sequence[str] | None = None, **kw: Any) -> list[str]:
-        """Batched completions, one text per conversation (see module doc)."""
-        p = self._params(stop, {k: v for k, v in dict(
-            adapter=adapter, max_new_tokens=max_new_tokens, temperature=temperature,
-            seed=seed, **kw).items() if v is not None})
-        if adapter is None and "adapter" not in kw:
-            p["adapter"] = self.adapter
+                       temperature: float | None = None, top_p: float | None = None,
+                       seed: int | None = None, stop: Sequence[str] | None = None) -> list[str]:
+        """Batched completions, one text per conversation, in ONE engine call.
+
+        Same contract as ``LocalChatModel.generate_texts``: ``adapter=None`` means the
+        base model here (the ``adapter`` field is the default for LangChain calls only);
+        ``None`` sampling arguments take the model's fields; texts end at ``</answer>``
+        (kept) or EOS. ``stop`` replaces the kept stop strings (default ``self.stop``).
+        """
+        p = self._params({k: v for k, v in dict(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p).items()
+            if v is not None})
+        p["adapter"] = adapter
+        if seed is not None:
+            p["seed"] = seed
+        if stop is not None:
+            p["stop"] = list(stop)
         return [o["text"] for o in self.engine.generate(messages_batch, **p)]
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        p = self._params(stop, kwargs)
+        p = self._params(kwargs)
         out = self.engine.generate([messages], **p)[0]
-        msg = AIMessage(content=out["text"], response_metadata={
-            "finish_reason": out["finish_reason"], "model_name": p["adapter"] or self.base})
-        return ChatResult(generations=[ChatGeneration(message=msg)],
-                          llm_output={"token_usage": {"completion_tokens": out["n_tokens"]}})
+        msg = AIMessage(content=_cut_at(out["text"], stop), response_metadata={
+            "finish_reason": out["finish_reason"], "model_name": p["adapter"] or self.base,
+            "token_usage": {"completion_tokens": out["n_tokens"]}})
+        return ChatResult(generations=[ChatGeneration(message=msg)])
 
     def batch(self, inputs: list, config=None, *, return_exceptions: bool = False, **kwargs: Any) -> list:
         """All inputs in one engine call (callbacks are not run per input)."""
         if not inputs:
             return []
         convs = [self._convert_input(x).to_messages() for x in inputs]
+        stop = kwargs.pop("stop", None)
         try:
-            outs = self.engine.generate(convs, **self._params(kwargs.pop("stop", None), kwargs))
+            outs = self.engine.generate(convs, **self._params(kwargs))
         except Exception as e:
             if return_exceptions:
                 return [e] * len(inputs)
             raise
-        return [AIMessage(content=o["text"], response_metadata={"finish_reason": o["finish_reason"]})
-                for o in outs]
+        return [AIMessage(content=_cut_at(o["text"], stop),
+                          response_metadata={"finish_reason": o["finish_reason"]}) for o in outs]
 
 
 def make_chat_model(base: str | os.PathLike = "embedded",
