@@ -38,7 +38,11 @@ def _policy_name(value: Any) -> Any:
         return value
     if not hasattr(value, "propose"):
         raise TypeError(f"expected a policy name or an object with .propose(requests), got {value!r}")
-    name = getattr(value, "name", None) or f"custom-{id(value)}"
+    from policies.baselines import BASELINES
+
+    name = getattr(value, "name", None) or "custom"
+    if name == "llm" or name in BASELINES:
+        name = f"{name}-custom-{id(value):x}"  # do not shadow the built-in names
     register_policy(name, value)
     return name
 
