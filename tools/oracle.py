@@ -32,7 +32,8 @@ def oracle_allocation(env: EnvBatch, tol: float = 1e-12, max_iter: int = 200) ->
 
     ``tol`` is the relative precision of the budget split between the bracket ends (the
     per-slot error is bounded by ``tol * B``); iteration also stops once the bracket on
-    ``lambda`` cannot shrink in floating point.
+    ``lambda`` is below ``1e-14`` relative (plateaus keep the split gap open; the final
+    interpolation is exact there). Converged rows drop out of the loop.
     """
     N, T = env.n, env.periods
     B = env.budget
@@ -42,28 +43,42 @@ def oracle_allocation(env: EnvBatch, tol: float = 1e-12, max_iter: int = 200) ->
         x = env.inverse_mroi(lam)
         return np.clip(x, lo, hi)
 
+    # Families with their own inverse only need the parameters of the rows still being
+    # solved; the generic bisection inverse uses the whole batch (its cap is the budget).
+    own_inverse = type(env)._inverse is not EnvBatch._inverse
+
+    def clipped_rows(lam, rows):
+        if not own_inverse or rows.size == N:
+            return clipped(lam if rows.size == N else _scatter(lam, rows))[rows]
+        p = {k: v[rows] for k, v in env.params.items()}
+        lam2 = np.broadcast_to(lam[:, None], (rows.size, T)).copy()
+        return np.clip(env._inverse(lam2, p), lo[rows], hi[rows])
+
+    def _scatter(lam_rows, rows):
+        full = np.zeros(N)
+        full[rows] = lam_rows
+        return full
+
     lam_hi = env.mroi_any(lo).max(1)  # at this level every slot sits at its lower bound
     lam_hi = np.maximum(lam_hi, 0.0) * (1 + 1e-12) + 1e-300
     lam_lo = np.zeros(N)
     x_hi, x_lo = clipped(lam_hi), clipped(lam_lo)
     s_hi, s_lo = x_hi.sum(1), x_lo.sum(1)
-    saturated = s_lo < B  # lambda* = 0: budget exceeds what can be spent usefully
+    # lambda* = 0: the budget exceeds what can be spent usefully (or every MROI is 0).
+    saturated = (s_lo < B) | (env.mroi_any(lo).max(1) <= 0)
     scale = np.maximum(B, 1e-300)
     for _ in range(max_iter):
-        done = ((s_lo - s_hi) <= tol * scale) | ((lam_hi - lam_lo) <= 4e-16 * lam_hi) | saturated
-        if done.all():
+        done = ((s_lo - s_hi) <= tol * scale) | ((lam_hi - lam_lo) <= 1e-14 * lam_hi) | saturated
+        rows = np.nonzero(~done)[0]
+        if rows.size == 0:
             break
-        mid = 0.5 * (lam_lo + lam_hi)
-        xm = clipped(mid)
+        mid = 0.5 * (lam_lo[rows] + lam_hi[rows])
+        xm = clipped_rows(mid, rows)
         sm = xm.sum(1)
-        ge = (sm >= B) & ~done
-        lt = (sm < B) & ~done
-        lam_lo = np.where(ge, mid, lam_lo)
-        s_lo = np.where(ge, sm, s_lo)
-        x_lo = np.where(ge[:, None], xm, x_lo)
-        lam_hi = np.where(lt, mid, lam_hi)
-        s_hi = np.where(lt, sm, s_hi)
-        x_hi = np.where(lt[:, None], xm, x_hi)
+        ge = sm >= B[rows]
+        g, l = rows[ge], rows[~ge]
+        lam_lo[g], s_lo[g], x_lo[g] = mid[ge], sm[ge], xm[ge]
+        lam_hi[l], s_hi[l], x_hi[l] = mid[~ge], sm[~ge], xm[~ge]
     # Interpolate between the bracket ends (exact on plateaus, error <= tol*B elsewhere).
     fin = np.isfinite(x_lo)
     x_lo_f = np.where(fin, x_lo, x_hi)

@@ -22,7 +22,8 @@ Model (one joint additive fit, because revenue is one total over all channels)::
   data can pin down jointly, the level is what differs.
 - Many environments: row ``i`` uses geo ``i % G`` and draw ``d = i // G``; draw 0 is the
   point estimate, draws ``d >= 1`` sample the parameters from the Gaussian approximation
-  ``N(theta_hat, s^2 (J^T J)^-1)`` of the fit (clipped to the bounds) — the fit's own
+  ``N(theta_hat, s^2 (J^T J)^-1)`` of the fit (clipped to the bounds; channel effects
+  perturbed multiplicatively so they stay positive) — the fit's own
   uncertainty — so an agent is tested on every curve the data cannot rule out.
 - Budget ``B`` and the few-shot history come from observed periods of that geo: draw 0
   takes the ``history`` most recent periods, later draws sample ``history`` periods
@@ -148,6 +149,7 @@ class ResponseFit:
     r2: float
     rmse: float
     unpack: object = field(repr=False, default=None)
+    beta_slice: slice = field(default_factory=lambda: slice(0, 0))
     info: dict = field(default_factory=dict)
 
 
@@ -351,7 +353,7 @@ def _fit(path: Path, spend_cols, revenue, controls, geo_col, adstock, starts) ->
     return ResponseFit(
         path=str(path), channels=list(spend_cols), geos=geos, spend=X3,
         beta=b_abs, K=K_abs, s=s_, theta=th_, theta_hat=th, cov=cov, lower=lb, upper=ub,
-        r2=r2, rmse=float(np.sqrt(s2)), unpack=to_env_params,
+        r2=r2, rmse=float(np.sqrt(s2)), unpack=to_env_params, beta_slice=sl_beta,
         info={"cost": float(best.cost), "nfev": int(best.nfev), "status": int(best.status), "params": npar},
     )
 
@@ -402,7 +404,13 @@ def _build(family: str):
             if d[i] == 0 or not resample:
                 bb, KK, ss = fit.beta, fit.K, fit.s
             else:
-                th = np.clip(fit.theta_hat + L @ z[i], fit.lower, fit.upper)
+                delta = L @ z[i]
+                th = np.clip(fit.theta_hat + delta, fit.lower, fit.upper)
+                # Effects are positive: perturb them multiplicatively (same first-order
+                # spread) so a draw never switches a channel off by clipping at zero.
+                bh = fit.theta_hat[fit.beta_slice]
+                rel = np.clip(delta[fit.beta_slice] / np.where(bh > 0, bh, 1.0), -2.0, 2.0)
+                th[fit.beta_slice] = bh * np.exp(rel)
                 bb, KK, ss, _ = fit.unpack(th)
             beta[i], K[i], s[i] = bb[g[i]], KK[g[i]], ss
         # history periods

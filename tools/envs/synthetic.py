@@ -129,32 +129,36 @@ def hill_value(b, beta, K, s):
 
 
 def hill_inverse(lam, beta, K, s):
-    """Solve ``hill_mroi(x) = lam`` on the decreasing branch by Newton in ``log x``.
+    """Solve ``hill_mroi(x) = lam`` on the decreasing branch (``x >= x_t``).
 
-    ``g(u) = log MROI(e^u) - log lam`` is concave and decreasing there, so Newton started
-    right of the root (at ``x = (beta s K^s / lam)^(1/(s+1))``, where MROI <= lam) moves
-    monotonically onto it — no bracketing needed, ~10 iterations.
+    Substituting ``w = x^s/(x^s+K^s) = 1 - e^{-v}`` turns the equation into
+    ``phi(v) = (1-1/s) log(1-e^{-v}) - (1+1/s) v = log(lam K / (beta s))`` with ``phi``
+    concave and its slope confined to ``[-(1+1/s), -1]`` on the branch ``v >= log s``: a
+    well-conditioned root that Newton reaches in a handful of steps from the asymptote
+    (exact in one step when ``s = 1``). Then ``x = K expm1(v)^(1/s)``.
     """
     xt, slope = hill_tangent(K, s)
     c = beta * slope
     inside = (lam > 0) & (lam < c)
     ok = beta > 0
-    L = np.where(inside, lam, np.where(ok, 0.5 * c, 1.0))
-    logK = np.log(K)
-    log_const = np.log(np.where(ok, beta, 1.0) * s) + s * logK
-    u = np.maximum((log_const - np.log(L)) / (s + 1.0), np.log(np.maximum(xt, 1e-300)))
-    target = np.log(L)
-    for _ in range(60):
-        su = s * u
-        lse = np.logaddexp(su, s * logK)
-        g = log_const + (s - 1.0) * u - 2.0 * lse - target
-        w = np.exp(su - lse)
-        dg = np.minimum((s - 1.0) - 2.0 * s * w, -1e-300)  # < 0 on the decreasing branch
-        step = np.where(inside, g / dg, 0.0)
-        u = u - step
-        if np.all(np.abs(step) < 1e-13):
+    a1 = 1.0 - 1.0 / s
+    a2 = 1.0 + 1.0 / s
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logq = np.log(np.where(inside, lam, 1.0)) + np.log(K) - np.log(np.where(ok, beta, 1.0) * s)
+    vt = np.log(s)
+    v = np.maximum(-logq / a2, vt)
+    for _ in range(50):
+        em = np.expm1(v)
+        pos = (a1 > 0) & (em > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            phi = np.where(pos, a1 * np.log(-np.expm1(-v)), 0.0) - a2 * v  # a1 log(1-e^-v) - a2 v
+            dphi = np.where(pos, a1 / em, 0.0) - a2
+        step = np.where(inside, (phi - logq) / dphi, 0.0)
+        v = np.maximum(v - step, vt)
+        if np.all(np.abs(step) <= 1e-14 * np.maximum(1.0, np.abs(v))):
             break
-    x = np.exp(u)
+    with np.errstate(over="ignore"):
+        x = K * np.power(np.expm1(v), 1.0 / s)
     x = np.where(inside, np.maximum(x, xt), 0.0)
     return np.where(lam <= 0, np.inf, x)
 
