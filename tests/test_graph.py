@@ -289,3 +289,19 @@ def test_coalescing_policy_batches_concurrent_calls():
     [t.join() for t in ts]
     assert sum(inner.batches) == 8 and len(inner.batches) <= 2
     assert all(isinstance(r, Decision) and r.allocation == pytest.approx([task.unit] * 6) for r in results)
+
+
+@pytest.mark.slow
+def test_tiny_random_llm_through_graph_is_recorded_not_fatal():
+    """A real (tiny, random) chat model on the local backend: garbage answers are
+    recorded as fallbacks with their text, and the episode completes."""
+    out = graph.invoke({"env": ENV}, context={"reasoner": "llm", "optimizer": "llm", "base": "tiny-random",
+                                              "reasoner_adapter": "none", "optimizer_adapter": "none",
+                                              "max_rounds": 2})
+    r = out["rounds"]
+    assert len(r) == 2 and out["done"]
+    for x in r:
+        assert x["source"] in ("reasoner", "optimizer", "fallback")
+        if x["source"] == "fallback":
+            assert x["error"] and isinstance(x["text"], str)
+        assert sum(x["allocation"]) == pytest.approx(6.0)
