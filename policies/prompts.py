@@ -23,10 +23,12 @@ adapters are trained on anonymous slots).
 
 Encodings (named, per role; :data:`DEFAULT_ENCODING`)
 -----------------------------------------------------
-- ``absolute`` — the answer is the new allocation: ``<answer>[b1, ..., bT]</answer>``.
+- ``absolute`` — the answer is the new allocation: ``<answer>[b1,...,bT]</answer>``
+  (numbers are written without spaces after commas — one token fewer each with the
+  SmolLM2 tokenizer; the decoder accepts any spacing).
 - ``delta`` — the prompt adds, for the latest record, each slot's MROI gap to the mean
   (``gap=[...]``, same normalised scale); the answer is the signed change per slot,
-  ``<answer>[d1, ..., dT]</answer>``, which the decoder adds to the current allocation
+  ``<answer>[d1,...,dT]</answer>``, which the decoder adds to the current allocation
   (the last record shown). DESIGN.md §4: with ``absolute`` a small Optimizer learned to
   copy the current plan; with ``delta`` it kept improving every round.
 
@@ -98,11 +100,12 @@ def _f(x: float) -> str:
 
 
 def _vec(xs: Sequence[float]) -> str:
-    return "[" + ", ".join(_f(x) for x in xs) + "]"
+    # no space after the comma: SmolLM2's tokenizer spends a token on it (-1 per number)
+    return "[" + ",".join(_f(x) for x in xs) + "]"
 
 
 def _bound_vec(xs: Sequence[float]) -> str:
-    return "[" + ", ".join("-" if not math.isfinite(x) else _f(x) for x in xs) + "]"
+    return "[" + ",".join("-" if not math.isfinite(x) else _f(x) for x in xs) + "]"
 
 
 def mroi_scale(window: Sequence[Record]) -> float:
@@ -123,18 +126,18 @@ def _current_units(request: DecisionRequest) -> list[float]:
 # encoders
 # ---------------------------------------------------------------------------------------
 _SYSTEM_BASE = (
-    "You split an ad budget over T slots. Marginal ROI (m) falls as a slot's spend (b) "
-    "grows; the best split has equal m in all funded slots. b is in units of budget/T "
-    "(1 = even share) and must sum to T. m is scaled so the largest seen is 1."
+    "Split an ad budget over T slots. Marginal ROI m falls as a slot's spend b grows; "
+    "best is equal m in all funded slots. b is in units of budget/T and sums to T; "
+    "m is scaled to max 1."
 )
 _SYSTEM_ANSWER = {
-    "absolute": " Reply <answer>[b1, ..., bT]</answer> with the new spend per slot.",
+    "absolute": " Reply <answer>[b1,...,bT]</answer> with the new b.",
     "delta": (
-        " Reply <answer>[d1, ..., dT]</answer> with the change to the current spend per "
-        "slot (summing to 0): move spend from low-m to high-m slots."
+        " gap is m minus its mean for the current b. Reply <answer>[d1,...,dT]</answer> "
+        "with the change to the current b (sum 0): move spend to high-m slots."
     ),
 }
-_SYSTEM_REASON = " You may first give a short <reason>...</reason>."
+_SYSTEM_REASON = " An optional short <reason>...</reason> may come first."
 
 
 def system_prompt(encoding: str) -> str:
@@ -151,10 +154,7 @@ def _user_prompt(request: DecisionRequest, encoding: str) -> str:
         lines.append("lo=" + _bound_vec([x / u for x in task.lower]))
     if task.upper is not None:
         lines.append("hi=" + _bound_vec([x / u for x in task.upper]))
-    if role == "reasoner":
-        lines.append("History (b = spend, m = marginal ROI):")
-    else:
-        lines.append(f"Last {len(window)} plans, oldest first (b = spend, m = marginal ROI):")
+    lines.append("History:" if role == "reasoner" else "Plans, oldest first:")
     for k, rec in enumerate(window):
         row = f"b={_vec([b / u for b in rec.allocation])} m={_vec([m / scale for m in rec.mroi])}"
         if role == "optimizer" and k == len(window) - 1:
@@ -166,9 +166,9 @@ def _user_prompt(request: DecisionRequest, encoding: str) -> str:
         if window:
             m = [v / scale for v in window[-1].mroi]
             mean = sum(m) / len(m)
-            lines.append(f"gap={_vec([v - mean for v in m])} (m - mean m, latest)")
+            lines.append(f"gap={_vec([v - mean for v in m])}")
         else:
-            lines.append("Current spend: 1.00 in every slot.")
+            lines.append("Current b: 1.00 in every slot.")
         lines.append("Give the change d.")
     else:
         lines.append("Give the new b.")

@@ -104,3 +104,23 @@ def test_stop_at_answer_tag():
 
     assert _cut_at("<answer>[1]</answer> junk", ["</answer>"], keep=True) == "<answer>[1]</answer>"
     assert _cut_at("abc STOP def", ["STOP"], keep=False) == "abc "
+
+
+@pytest.mark.slow
+def test_embedded_lora_changes_output(tmp_path):
+    """The embedded model generates offline, and a (random, untrained) LoRA changes it."""
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = load_base("embedded", cache=False)
+    torch.manual_seed(0)
+    cfg = LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"],
+                     init_lora_weights=False, task_type="CAUSAL_LM")
+    get_peft_model(model, cfg).save_pretrained(str(tmp_path / "opt"))
+    del model
+    chat = LocalChatModel(base="embedded", adapters={"optimizer": str(tmp_path / "opt")},
+                          max_new_tokens=12)
+    base = chat.generate_texts(PROMPTS[:2])
+    tuned = chat.generate_texts(PROMPTS[:2], adapter="optimizer")
+    assert all(base) and base != tuned
+    fast = LocalChatModel(base="embedded", max_new_tokens=12, bf16=True)
+    assert all(fast.generate_texts(PROMPTS[:2]))

@@ -66,7 +66,7 @@ def test_encode_shape_and_scale_free(role, enc):
 
 def test_bounds_shown_only_when_present():
     user = encode(make_request("reasoner", make_task(bounds=True)))[1]["content"]
-    assert "lo=[0.10, 0.10" in user and "hi=[2.00" in user and "-]" in user
+    assert "lo=[0.10,0.10" in user and "hi=[2.00" in user and "-]" in user
 
 
 def test_mroi_normalised_to_max():
@@ -183,13 +183,13 @@ def test_format_target_round_trip(T, B, seed, role, enc, zeros):
 def test_format_target_with_reason_round_trips():
     target = [1.2, 0.8, 1, 1, 1, 1]
     txt = format_target(REQ_R, target, reason="shift to slot 1")
-    assert txt.startswith("<reason>shift to slot 1</reason><answer>[1.20, 0.80")
+    assert txt.startswith("<reason>shift to slot 1</reason><answer>[1.20,0.80")
     assert decode(txt, REQ_R).allocation == pytest.approx(target, abs=0.006)
 
 
 def test_empty_window_delta_uses_uniform():
     t = Task(budget=6.0, periods=6)
     r = DecisionRequest("reasoner", t, [])
-    assert "Current spend" in encode(r, "delta")[1]["content"]
+    assert "Current b" in encode(r, "delta")[1]["content"]
     d = decode("<answer>[0, 0, 0, 0, 0, 0]</answer>", r, "delta")
     assert d.allocation == pytest.approx([1.0] * 6)
