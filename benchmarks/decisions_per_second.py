@@ -1,0 +1,190 @@
+"""Decisions per second of the Optimizer on the embedded model + a LoRA adapter.
+
+Same prompts (N Optimizer prompts, quadratic family, default delta encoding), greedy,
+one run per configuration:
+
+- ``local`` batch 1   — transformers + PEFT, one prompt per ``generate`` call;
+- ``local`` batched   — the same, ``--batch-size`` prompts per call;
+- ``vllm``            — vLLM's offline engine (worker subprocess), all prompts in one call.
+
+Decisions/s = prompts / wall time of generation (model loading and vLLM start-up are
+reported separately, not counted). Tokens/s counts generated tokens. "parseable" is the
+share of texts :func:`policies.prompts.decode` turns into an allocation (a random test
+adapter gives ~0; the shipped adapter should give ~100%).
+
+    python benchmarks/decisions_per_second.py                 # 64 prompts, all three
+    python benchmarks/decisions_per_second.py --batch1-limit 16   # batch-1 rate on 16 prompts
+
+Writes a Markdown table to stdout and ``benchmarks/results/decisions_per_second.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _adapter(arg: str | None) -> tuple[str, str]:
+    """(adapter dir, description): --adapter, else the shipped optimizer, else a random LoRA."""
+    if arg:
+        return str(Path(arg).resolve()), f"`{arg}`"
+    shipped = ROOT / "policies" / "adapters" / "optimizer"
+    if (shipped / "adapter_config.json").is_file():
+        return str(shipped), "shipped `policies/adapters/optimizer`"
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from policies.models import load_base
+
+    d = Path(tempfile.mkdtemp(prefix="dara-bench-lora-"))
+    model, _ = load_base("embedded", cache=False)
+    torch.manual_seed(0)
+    cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                     init_lora_weights=False, task_type="CAUSAL_LM")
+    get_peft_model(model, cfg).save_pretrained(str(d))
+    del model
+    return str(d), "random LoRA r=8 on q/v (no shipped optimizer adapter yet)"
+
+
+def _count_tokens(tok, texts: list[str]) -> int:
+    return sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+
+
+def _parseable(texts, requests) -> float:
+    from policies.prompts import decode
+
+    ok = sum(decode(t, r).allocation is not None for t, r in zip(texts, requests))
+    return ok / max(1, len(texts))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=64, help="Optimizer prompts (default 64).")
+    ap.add_argument("--batch-size", type=int, default=16, help="Prompts per generate call, local batched.")
+    ap.add_argument("--batch1-limit", type=int, default=None,
+                    help="Time local batch 1 on the first K prompts only (a rate; saves minutes).")
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--adapter", default=None, help="Optimizer adapter dir (default: shipped, else random).")
+    ap.add_argument("--backends", default="local1,local,vllm", help="Comma list of local1, local, vllm.")
+    ap.add_argument("--vllm-dtype", default="float32")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "decisions_per_second.md"))
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    from policies.models import embedded_tokenizer
+    from policies.prompts import encode, make_request
+    from tools.envs import make_envs
+
+    env = make_envs("quadratic", args.n, seed=0)
+    requests = [make_request("optimizer", env.task(i)) for i in range(args.n)]
+    prompts = [encode(r) for r in requests]
+    tok = embedded_tokenizer()
+    prompt_tokens = sum(
+        len(tok(tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True),
+                add_special_tokens=False)["input_ids"]) for p in prompts) / len(prompts)
+    adapter_dir, adapter_desc = _adapter(args.adapter)
+    wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
+    rows: list[dict] = []
+    notes: list[str] = []
+    texts_by: dict[str, list[str]] = {}
+
+    def add(name, batch, n, secs, texts, reqs):
+        toks = _count_tokens(tok, texts)
+        rows.append({"backend": name, "batch": batch, "n": n, "secs": secs, "dps": n / secs,
+                     "tps": toks / secs, "parse": _parseable(texts, reqs)})
+        print(f"{name:>14} batch={batch:<4} {n} prompts in {secs:7.1f} s -> {n / secs:6.3f} decisions/s "
+              f"({toks / secs:6.1f} tok/s)", flush=True)
+
+    if "vllm" in wanted:  # first, and closed before the local runs (no CPU sharing)
+        from policies.backends.vllm_backend import VLLMEngine
+
+        t0 = time.monotonic()
+        eng = VLLMEngine("embedded", {"optimizer": adapter_dir}, dtype=args.vllm_dtype).start()
+        notes.append(f"vLLM offline engine start-up: {time.monotonic() - t0:.0f} s (not counted), "
+                     f"dtype {args.vllm_dtype}, vllm {eng.info.get('vllm')}")
+        try:
+            t0 = time.monotonic()
+            out = eng.generate(prompts, adapter="optimizer", max_new_tokens=args.max_new_tokens)
+            secs = time.monotonic() - t0
+        finally:
+            eng.close()
+        texts = [o["text"] for o in out]
+        texts_by["vllm"] = texts
+        add("vllm (offline)", args.n, args.n, secs, texts, requests)
+
+    if "local1" in wanted or "local" in wanted:
+        from policies.backends.local import LocalChatModel
+
+        t0 = time.monotonic()
+        local = LocalChatModel(base="embedded", adapters={"optimizer": adapter_dir},
+                               max_new_tokens=args.max_new_tokens, coalesce=False, batch_size=args.batch_size)
+        notes.append(f"local model + adapter load: {time.monotonic() - t0:.0f} s (not counted), fp32")
+        local.generate_texts(prompts[:1], adapter="optimizer", max_new_tokens=2)  # warm-up
+        if "local1" in wanted:
+            k = min(args.n, args.batch1_limit or args.n)
+            t0 = time.monotonic()
+            texts = [local.generate_texts([p], adapter="optimizer")[0] for p in prompts[:k]]
+            add("local", 1, k, time.monotonic() - t0, texts, requests[:k])
+            texts_by["local1"] = texts
+            if k < args.n:
+                notes.append(f"local batch 1 timed on the first {k} of {args.n} prompts (a rate)")
+        if "local" in wanted:
+            t0 = time.monotonic()
+            texts = local.generate_texts(prompts, adapter="optimizer")
+            add("local", args.batch_size, args.n, time.monotonic() - t0, texts, requests)
+            texts_by["local"] = texts
+
+    if "vllm" in texts_by and "local" in texts_by:
+        same = sum(a == b for a, b in zip(texts_by["vllm"], texts_by["local"]))
+        notes.append(f"greedy texts identical between local batched and vllm: {same}/{args.n}")
+
+    ref = next((r["dps"] for r in rows if r["backend"] == "local" and r["batch"] == 1), None)
+    try:
+        import vllm  # noqa: F401
+
+        vv = vllm.__version__
+    except Exception:  # noqa: BLE001
+        vv = "not installed"
+    import torch
+    import transformers
+
+    load = os.getloadavg()
+    lines = [
+        "# Decisions per second — Optimizer, embedded SmolLM2-135M + LoRA",
+        "",
+        f"{args.n} Optimizer prompts (quadratic, T=6, delta encoding, ~{prompt_tokens:.0f} prompt tokens), "
+        f"greedy, max {args.max_new_tokens} new tokens, stop at `</answer>`. Adapter: {adapter_desc}.",
+        "",
+        "| backend | batch | prompts | wall s | decisions/s | tokens/s | x local b1 | parseable |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        ratio = f"{r['dps'] / ref:.1f}x" if ref else "-"
+        lines.append(f"| {r['backend']} | {r['batch']} | {r['n']} | {r['secs']:.1f} | {r['dps']:.3f} | "
+                     f"{r['tps']:.1f} | {ratio} | {r['parse']:.0%} |")
+    lines += ["", *[f"- {n}" for n in notes],
+              f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, load average at the end "
+              f"{load[0]:.1f} (shared box: other jobs ran at the same time), torch {torch.__version__}, "
+              f"transformers {transformers.__version__}, vllm {vv}",
+              f"- command: `python benchmarks/decisions_per_second.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
+              ""]
+    md = "\n".join(lines)
+    print("\n" + md)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(md)
+    print(f"written {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
