@@ -46,14 +46,14 @@ TERMS = ("env", "constraint", "bonus", "format")
 def env_term(r: np.ndarray, ok: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     """``-alpha * sum_t |r_t - mean r|`` per row; 0 where ``ok`` is False.
 
-    >>> env_term(np.array([[1.0, 0.5, 0.0], [0.4, 0.4, 0.4]]), np.array([True, True]))
-    array([-1., -0.])
+    >>> env_term(np.array([[1.0, 0.5, 0.0], [0.5, 0.5, 0.5]]), np.array([True, True]))
+    array([-1.,  0.])
     >>> env_term(np.array([[1.0, 0.0]]), np.array([False]), alpha=2.0)
     array([0.])
     """
     r = np.asarray(r, float)
     disp = np.abs(r - r.mean(axis=-1, keepdims=True)).sum(axis=-1)
-    return np.where(ok, -alpha * np.nan_to_num(disp), 0.0)
+    return np.where(ok, -alpha * np.nan_to_num(disp), 0.0) + 0.0  # + 0.0: no -0.0
 
 
 def length_penalty(n_numbers: np.ndarray, T: int, cfg: RewardConfig = RewardConfig()) -> np.ndarray:
@@ -66,7 +66,7 @@ def length_penalty(n_numbers: np.ndarray, T: int, cfg: RewardConfig = RewardConf
     missing = T - n
     few = -np.minimum(cfg.too_few_max, cfg.too_few_penalty + cfg.too_few_step * (missing - 1))
     few = np.where(n <= 0, -cfg.too_few_max, few)
-    return np.where(n > T, -cfg.too_many_penalty, np.where(n < T, few, 0.0))
+    return np.where(n > T, -cfg.too_many_penalty, np.where(n < T, few, 0.0)) + 0.0
 
 
 def budget_penalty(alloc_units: np.ndarray, ok: np.ndarray, role: str,
@@ -75,7 +75,7 @@ def budget_penalty(alloc_units: np.ndarray, ok: np.ndarray, role: str,
     for the Reasoner and 1 for the Optimizer; 0 where the answer did not parse.
 
     >>> budget_penalty(np.array([[1.5, 1.0, 1.0], [1.0, 1.0, 1.0]]), np.array([True, True]), "reasoner")
-    array([-1., -0.])
+    array([-1.,  0.])
     >>> budget_penalty(np.array([[1.5, 1.0, 1.0]]), np.array([True]), "optimizer")
     array([-0.5])
     """
@@ -83,7 +83,7 @@ def budget_penalty(alloc_units: np.ndarray, ok: np.ndarray, role: str,
     T = a.shape[-1]
     coef = cfg.budget_coef_reasoner if role == "reasoner" else cfg.budget_coef_optimizer
     gap = np.abs(np.nan_to_num(a).sum(axis=-1) - T)
-    return np.where(ok, -coef * gap, 0.0)
+    return np.where(ok, -coef * gap, 0.0) + 0.0
 
 
 def equal_penalty(alloc_units: np.ndarray, ok: np.ndarray, cfg: RewardConfig = RewardConfig(),
@@ -91,7 +91,7 @@ def equal_penalty(alloc_units: np.ndarray, ok: np.ndarray, cfg: RewardConfig = R
     """``-1`` for an all-equal allocation (the do-nothing uniform answer).
 
     >>> equal_penalty(np.array([[1.0, 1.0, 1.0], [1.2, 0.8, 1.0]]), np.array([True, True]))
-    array([-1., -0.])
+    array([-1.,  0.])
     """
     a = np.nan_to_num(np.asarray(alloc_units, float))
     same = (a.max(axis=-1) - a.min(axis=-1)) <= tol
@@ -176,7 +176,7 @@ def composite(*, alloc_units, ok, n_numbers, has_open, has_close, has_brackets, 
     ...     has_brackets=np.array([1, 0]), r=np.array([[0.5, 0.5, 0.5], [0.0] * 3]),
     ...     hist_alloc_units=ha, hist_mroi=hm, role="reasoner")
     >>> total.round(3).tolist(), terms["bonus"].round(3).tolist()
-    [[3.4, -5.0], [2.4, 0.0]]
+    ([3.4, -5.0], [2.4, 0.0])
     """
     terms = {
         "env": env_term(r, ok, cfg.env_alpha),

@@ -1,0 +1,111 @@
+"""Composite reward: doctests, unit tests and properties (pure numpy, fast)."""
+
+from __future__ import annotations
+
+import doctest
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import training.rewards as R
+from training.config import RewardConfig
+
+
+def test_doctests():
+    res = doctest.testmod(R, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert res.attempted >= 8 and res.failed == 0
+
+
+def test_length_penalty_reference_values():
+    cfg = RewardConfig()
+    got = R.length_penalty(np.array([6, 7, 12, 5, 4, 3, 1, 0]), 6, cfg)
+    assert got.tolist() == [0, -1.5, -1.5, -3, -4, -5, -5, -5]
+
+
+def test_budget_penalty_role_coefficients():
+    a = np.array([[2.0, 1.0, 1.0, 1.0, 1.0, 1.0]])  # sums to 7 units, T = 6
+    ok = np.array([True])
+    assert R.budget_penalty(a, ok, "reasoner").tolist() == [-2.0]
+    assert R.budget_penalty(a, ok, "optimizer").tolist() == [-1.0]
+
+
+def test_bonus_reference_rule_and_zero_allocation_guard():
+    hm = np.array([[[0.9, 0.8, 0.5, 0.4, 0.2, 0.1]]])
+    ha = np.ones((1, 1, 6))
+    ok = np.array([True])
+    # top-2 up by 0.2 each, bottom-2 down by 0.2 each -> 4 * 1.2
+    a = np.array([[1.2, 1.2, 1.0, 1.0, 0.8, 0.8]])
+    assert R.bonus_term(a, ha, hm, ok)[0] == pytest.approx(4.8)
+    # bottom slots cut to zero earn nothing (the reference code's "new allocation not 0")
+    a = np.array([[1.2, 1.2, 1.6, 2.0, 0.0, 0.0]])
+    assert R.bonus_term(a, ha, hm, ok)[0] == pytest.approx(2.4)
+    # moving the wrong way earns nothing
+    a = np.array([[0.8, 0.8, 1.0, 1.0, 1.2, 1.2]])
+    assert R.bonus_term(a, ha, hm, ok)[0] == 0.0
+    # weight 0 turns it off
+    assert R.bonus_term(a * 0 + [[1.2, 1.2, 1, 1, .8, .8]], ha, hm, ok, RewardConfig(bonus_weight=0))[0] == 0
+
+
+def test_env_term_scale_and_failures():
+    r = np.array([[0.5, 0.5], [1.0, 0.0]])
+    assert R.env_term(r, np.array([True, True]), alpha=2.0).tolist() == [0.0, -2.0]
+    assert R.env_term(r, np.array([False, False])).tolist() == [0.0, 0.0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 5), min_size=6, max_size=6), st.integers(0, 12),
+       st.booleans(), st.booleans(), st.booleans(), st.booleans())
+def test_term_ranges(alloc, n, ok, o, c, b):
+    a = np.array([alloc])
+    okv = np.array([ok])
+    cons = R.constraint_term(np.array([n]), a, okv, "reasoner")
+    assert cons[0] <= 0
+    f = R.format_term(np.array([o]), np.array([c]), np.array([b]), np.array([n]), 6)
+    assert 0 <= f[0] <= 1
+    bonus = R.bonus_term(a, np.ones((1, 3, 6)), np.random.default_rng(0).random((1, 3, 6)), okv)
+    assert 0 <= bonus[0] <= 4 * 1.3 + 1e-9
+
+
+def _prompts(role, n=4, budget=6.0):
+    from training.config import RolloutConfig
+    from training.rollouts import PromptSource
+
+    cfg = RolloutConfig(families=["quadratic"], env_pool=16, budget=budget)
+    return PromptSource(cfg, role, seed=3).batch(n, 1)
+
+
+@pytest.mark.parametrize("role", ["reasoner", "optimizer"])
+def test_score_teacher_beats_garbage_and_never_raises(role):
+    from policies.prompts import format_target
+
+    p = _prompts(role)
+    target = p.teacher()
+    good = [format_target(q, a) for q, a in zip(p.requests, target)]
+    bad = ["", "<answer>[1, 2, x]</answer>", "<answer>[nan, 1, 1, 1, 1, 1]</answer>", "blah [1,2,3"]
+    p2 = p.repeat(2)  # rows 0,0,1,1,...
+    order = [i for i in range(8) if i % 2 == 0] + [i for i in range(8) if i % 2]
+    texts = [None] * 8
+    for j, i in enumerate(order):
+        texts[i] = (good + bad)[j]
+    total, terms, parsed = R.score(texts, p2.requests, p2.mroi)
+    total, parsed.ok = total[order], parsed.ok[order]
+    assert set(terms) == set(R.TERMS)
+    assert parsed.ok[:4].all() and not parsed.ok[4:].any()
+    assert total[:4].min() > total[4:].max()
+    assert np.isfinite(total).all()
+    assert parsed.parse_error_rate == 0.5
+
+
+def test_score_is_scale_free():
+    """Same environments at B=6 and B=600 (same answers in B/T units) score the same."""
+    from policies.prompts import format_target
+
+    p1, p2 = _prompts("reasoner", budget=6.0), _prompts("reasoner", budget=600.0)
+    t1 = [format_target(q, a) for q, a in zip(p1.requests, p1.teacher())]
+    t2 = [format_target(q, a) for q, a in zip(p2.requests, p2.teacher())]
+    assert t1 == t2
+    s1, _, _ = R.score(t1, p1.requests, p1.mroi)
+    s2, _, _ = R.score(t2, p2.requests, p2.mroi)
+    np.testing.assert_allclose(s1, s2, atol=1e-6)

@@ -1,0 +1,284 @@
+"""GRPO-Adaptive: group-relative policy optimisation with a periodically refreshed reference.
+
+Reads top to bottom like cleanrl's ``ppo.py``:
+
+1. **Config** — :class:`training.config.GRPOConfig` (every field is a ``dara train grpo``
+   flag). The knobs that matter: ``group_size`` G, ``prompts_per_step``, ``beta`` (KL
+   weight), ``eps`` (clip), ``mu`` (optimisation passes per batch), ``ref_sync_every`` M
+   (0 / ``never`` = plain GRPO), ``ref_sync_alpha`` (1 = hard copy, < 1 = EMA).
+2. **Maths** — small pure functions on tensors: :func:`group_advantages`,
+   :func:`masked_mean`, :func:`k3_kl`, :func:`clipped_surrogate`, :func:`grpo_loss`.
+   ``tests/test_training_grpo.py`` checks each against a naive per-token loop.
+3. **Model** — ONE base model with two LoRA adapters (PEFT multi-adapter): ``policy``
+   (trained) and ``ref`` (frozen). Reference log-probs come from ``set_adapter("ref")``
+   under ``no_grad``; refreshing the reference copies the policy's LoRA weights into
+   ``ref`` (or mixes them, EMA). No second model in memory (TRL's GRPOTrainer refuses
+   ``sync_ref_model`` with PEFT).
+4. **Loop** — per step (numbered from 1): draw P prompts (a pure function of seed and
+   step), sample G completions each at temperature ~1 with the policy adapter, score them
+   with the composite reward (``training.rewards``), normalise rewards within each group,
+   then ``mu`` passes of the clipped, KL-regularised token-level objective with gradient
+   clipping. At the end of step s, if ``s % M == 0`` the reference is refreshed
+   (``ref_refreshed`` is logged true on that step), so step ``s + 1`` starts with KL 0.
+   Every log-prob pass runs with dropout off (``model.eval()``), which is what makes a
+   freshly refreshed reference give exactly zero KL.
+5. **Bookkeeping** — one JSONL line per step (``OUT/log.jsonl``), resumable checkpoints
+   (both adapters, optimizer, rng states, step) in ``OUT/checkpoint``, the final policy
+   adapter in ``OUT/adapter`` (a plain PEFT LoRA directory ``policies`` loads unchanged).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training import common
+from training.common import POLICY, REF
+from training.config import GRPOConfig, to_dict
+from training.rewards import TERMS, score
+from training.rollouts import PromptSource
+
+
+# =======================================================================================
+# 2. the maths (pure functions)
+# =======================================================================================
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """``A_i = (R_i - mean_G) / (std_G + eps)`` per group; ``rewards`` is ``(P, G)``.
+
+    ``std`` is the unbiased sample standard deviation (as in TRL). A group whose
+    completions all score the same gets zero advantages (no signal, no push).
+    """
+    mean = rewards.mean(dim=1, keepdim=True)
+    std = rewards.std(dim=1, keepdim=True)
+    return (rewards - mean) / (std + eps)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean of ``x`` over positions where ``mask`` is 1 (all of them, or along ``dim``)."""
+    mask = mask.to(x.dtype)
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1.0)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
+
+
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimator of KL(policy || ref): ``exp(ref - logp) - (ref - logp) - 1``
+    (non-negative, unbiased, 0 exactly when the two log-probs agree)."""
+    d = ref_logp - logp
+    return torch.exp(d) - d - 1.0
+
+
+def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor,
+                      eps_low: float, eps_high: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token PPO/GRPO loss ``-min(rho A, clip(rho, 1-eps_low, 1+eps_high) A)`` with
+    ``rho = exp(logp - old_logp)``; ``adv`` is per sequence ``(B,)``. Also returns where
+    the clipped branch is the active one (for the clip fraction)."""
+    ratio = torch.exp(logp - old_logp)
+    a = adv.unsqueeze(-1)
+    unclipped = ratio * a
+    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * a
+    is_clipped = clipped < unclipped
+    return -torch.minimum(unclipped, clipped), is_clipped
+
+
+def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None,
+              adv: torch.Tensor, mask: torch.Tensor, beta: float, eps_low: float, eps_high: float,
+              agg: str = "token") -> tuple[torch.Tensor, dict[str, float]]:
+    """The GRPO objective over a batch of completions ``(B, K)`` (mask = real tokens).
+
+    Per token: ``clipped_surrogate + beta * k3_kl``. ``agg="token"``: mean over every
+    completion token of the batch (long and short completions weigh per token);
+    ``agg="sequence"``: mean per completion, then over completions (the original GRPO).
+    """
+    per_tok, is_clipped = clipped_surrogate(logp, old_logp, adv, eps_low, eps_high)
+    kl = k3_kl(logp, ref_logp) if ref_logp is not None else torch.zeros_like(logp)
+    if beta:
+        per_tok = per_tok + beta * kl
+    if agg == "token":
+        loss = masked_mean(per_tok, mask)
+    elif agg == "sequence":
+        loss = masked_mean(per_tok, mask, dim=1).mean()
+    else:
+        raise ValueError(f"agg must be 'token' or 'sequence', got {agg!r}")
+    stats = {"kl": float(masked_mean(kl.detach(), mask)),
+             "clip_frac": float(masked_mean(is_clipped.float(), mask))}
+    return loss, stats
+
+
+# =======================================================================================
+# 3./4. sampling and one training step
+# =======================================================================================
+def completion_mask(ids: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor:
+    """Real completion tokens: everything up to and including the first EOS; padding
+    (``pad_id`` when it differs from EOS) after a stop string is excluded."""
+    end = (ids == eos_id) | (ids == pad_id)
+    after = (end.long().cumsum(-1) - end.long()) > 0
+    mask = ~after
+    if pad_id != eos_id:
+        mask &= ids != pad_id
+    return mask.float()
+
+
+@torch.no_grad()
+def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seed: int):
+    """Sample one completion per prompt with the policy adapter; returns
+    ``(prompt_ids (B,P), prompt_mask, completion_ids (B,K), completion_mask (B,K), texts)``."""
+    ids, mask = common.left_pad(prompt_ids, tok.pad_token_id)
+    common.use_adapter(model, POLICY)
+    model.eval()
+    torch.manual_seed(seed)
+    with common.autocast(cfg.bf16):
+        gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=cfg.temperature,
+                             top_p=cfg.top_p, top_k=0, max_new_tokens=cfg.max_new_tokens,
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                             stop_strings=["</answer>"], tokenizer=tok, use_cache=True)
+    comp = gen[:, ids.shape[1]:]
+    cmask = completion_mask(comp, tok.eos_token_id, tok.pad_token_id)
+    texts = [tok.decode(c[m.bool()], skip_special_tokens=True) for c, m in zip(comp, cmask)]
+    return ids, mask, comp, cmask, texts
+
+
+def policy_logprobs(model, adapter: str, ids, mask, k: int, bf16: bool, grad: bool) -> torch.Tensor:
+    """Log-probs of the last ``k`` tokens under ``adapter`` (dropout off)."""
+    common.use_adapter(model, adapter)
+    model.eval()
+    ctx = torch.enable_grad() if grad else torch.no_grad()
+    with ctx:
+        lp = common.token_logprobs(model, ids, mask, k, bf16=bf16)
+    common.use_adapter(model, POLICY)
+    return lp
+
+
+def step_seed(seed: int, step: int) -> int:
+    return (int(seed) * 1_000_003 + int(step) * 7919) % (2**63 - 1)
+
+
+def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step: int) -> dict:
+    """One GRPO-A step (sample, score, mu updates, maybe refresh ref); returns the log row."""
+    from policies.prompts import encode
+
+    t0 = time.time()
+    P, G = cfg.prompts_per_step, cfg.group_size
+    prompts = src.batch(P, step).repeat(G)  # rows: prompt 0 x G, prompt 1 x G, ...
+    enc = cfg.resolved_encoding
+    p_ids = common.prompt_ids(tok, [encode(r, enc) for r in prompts.requests])
+
+    # --- rollout -----------------------------------------------------------------------
+    ids, mask, comp, cmask, texts = sample(model, tok, p_ids, cfg, step_seed(cfg.seed, step))
+    t_gen = time.time() - t0
+    total, terms, parsed = score(texts, prompts.requests, prompts.mroi, enc, cfg.reward)
+    rewards = torch.tensor(total, dtype=torch.float32).view(P, G)
+    adv = group_advantages(rewards, cfg.adv_eps).view(-1)
+
+    # --- log-probs of the sampled tokens -----------------------------------------------
+    full_ids = torch.cat([ids, comp], dim=1)
+    full_mask = torch.cat([mask, cmask.long()], dim=1)
+    K = comp.shape[1]
+    ref_lp = policy_logprobs(model, REF, full_ids, full_mask, K, cfg.bf16, grad=False) if cfg.beta > 0 else None
+    old_lp = policy_logprobs(model, POLICY, full_ids, full_mask, K, cfg.bf16, grad=False) if cfg.mu > 1 else None
+
+    # --- mu optimisation passes --------------------------------------------------------
+    lr = cfg.lr_at(step)
+    common.set_lr(opt, lr)
+    first = {}
+    for it in range(cfg.mu):
+        lp = policy_logprobs(model, POLICY, full_ids, full_mask, K, cfg.bf16, grad=True)
+        old = lp.detach() if old_lp is None else old_lp
+        loss, stats = grpo_loss(lp, old, ref_lp, adv, cmask, cfg.beta, cfg.eps, cfg.clip_high, cfg.loss_agg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = common.grad_norm_and_clip(params, cfg.grad_clip)
+        opt.step()
+        if it == 0:
+            first = {"loss": float(loss.detach()), "grad_norm": gnorm, **stats}
+
+    # --- adaptive reference --------------------------------------------------------------
+    refreshed = cfg.refresh_due(step)
+    if refreshed:
+        common.copy_adapter(model, POLICY, REF, cfg.ref_sync_alpha)
+
+    dt = time.time() - t0
+    row = {
+        "step": step,
+        "train/reward": float(total.mean()),
+        **{f"train/reward/{k}": float(terms[k].mean()) for k in TERMS},
+        "train/reward_std": float(rewards.std(dim=1).mean()),
+        "train/frac_groups_zero_std": float((rewards.std(dim=1) == 0).float().mean()),
+        "train/kl": first["kl"],
+        "train/clip_frac": first["clip_frac"],
+        "train/loss": first["loss"],
+        "train/grad_norm": first["grad_norm"],
+        "train/lr": lr,
+        "train/completion_len": float(cmask.sum(1).mean()),
+        "train/parse_error_rate": parsed.parse_error_rate,
+        "ref_refreshed": bool(refreshed),
+        "train/s_per_step": dt,
+        "train/s_generate": t_gen,
+        "time": time.time(),
+    }
+    return row
+
+
+# =======================================================================================
+# 5. the run
+# =======================================================================================
+def setup(cfg: GRPOConfig):
+    """Model with ``policy`` + ``ref`` adapters, optimizer over the policy's LoRA weights."""
+    common.setup_torch(cfg.threads, cfg.seed)
+    model, tok = common.load_model(cfg.base, cfg.lora, cfg.init_adapter, adapters=(POLICY, REF), seed=cfg.seed)
+    common.use_adapter(model, POLICY)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return model, tok, opt, params
+
+
+def train(cfg: GRPOConfig, progress: bool = True, model_bundle=None) -> Path:
+    """Run GRPO-A for ``cfg.steps`` steps; returns the final adapter directory."""
+    cfg.validate()
+    out = cfg.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    model, tok, opt, params = model_bundle or setup(cfg)
+    start = 0
+    if cfg.resume and common.has_checkpoint(out):
+        start = common.load_checkpoint(out, model, (POLICY, REF), opt)["step"]
+        common.use_adapter(model, POLICY)
+        if progress:
+            print(f"[grpo] resumed from {out / 'checkpoint'} at step {start}", flush=True)
+    common.write_json(out / "config.json", {"mode": "grpo", **to_dict(cfg), "encoding": cfg.resolved_encoding})
+    log = common.JsonlLog(out / "log.jsonl", resume_step=start)
+    src = PromptSource(cfg.rollout, cfg.role, seed=cfg.seed)
+    if progress:
+        m = "never" if cfg.ref_sync_every == 0 else cfg.ref_sync_every
+        print(f"[grpo] role={cfg.role} encoding={cfg.resolved_encoding} base={cfg.base} "
+              f"P={cfg.prompts_per_step} G={cfg.group_size} beta={cfg.beta} M={m} mu={cfg.mu} "
+              f"steps {start + 1}..{cfg.steps}", flush=True)
+    for step in range(start + 1, cfg.steps + 1):
+        row = train_step(model, tok, opt, params, src, cfg, step)
+        log.write(row)
+        if progress and (step % cfg.log_every == 0 or step == cfg.steps):
+            print(f"[grpo] step {step}/{cfg.steps} reward {row['train/reward']:.3f} "
+                  f"(std {row['train/reward_std']:.3f}) kl {row['train/kl']:.4f} "
+                  f"clip {row['train/clip_frac']:.3f} len {row['train/completion_len']:.1f} "
+                  f"parse_err {row['train/parse_error_rate']:.2f}"
+                  f"{' ref<-policy' if row['ref_refreshed'] else ''} {row['train/s_per_step']:.1f} s",
+                  flush=True)
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            common.save_checkpoint(out, model, (POLICY, REF), opt, step, to_dict(cfg))
+            common.save_adapter(model, POLICY, out / "adapter")
+    final = common.save_adapter(model, POLICY, out / "adapter")
+    if progress:
+        print(f"[grpo] adapter written to {final}", flush=True)
+    return final
+
+
+def rewards_summary(log_path: str | Path, window: int = 10) -> dict:
+    """First/last ``window``-step mean reward of a run's log (for model cards)."""
+    import json
+
+    rows = [json.loads(x) for x in Path(log_path).read_text().splitlines() if x.strip()]
+    r = np.array([x["train/reward"] for x in rows])
+    return {"steps": len(rows), "first": float(r[:window].mean()) if len(r) else None,
+            "last": float(r[-window:].mean()) if len(r) else None}
