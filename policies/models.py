@@ -27,7 +27,9 @@ put completions at the end) and a pad token set.
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
+import json
 import os
 import shutil
 import tempfile
@@ -121,7 +123,12 @@ def embedded_model_dir() -> Path:
         tok = _gguf_tokenizer()
         gm = AutoModelForCausalLM.from_pretrained(str(g.parent), gguf_file=g.name, dtype=torch.float32)
         # A GGUF-loaded model refuses save_pretrained: rebuild from config, copy weights.
-        model = AutoModelForCausalLM.from_config(gm.config, dtype=torch.float32)
+        # Drop the GGUF quantization_config: the copy is plain float32 and must load as
+        # such (no GGUF quantizer attached; vLLM and PEFT see an ordinary checkpoint).
+        cfg = copy.deepcopy(gm.config)
+        if hasattr(cfg, "quantization_config"):
+            del cfg.quantization_config
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
         missing, unexpected = model.load_state_dict(gm.state_dict(), strict=False)
         if unexpected or [k for k in missing if "lm_head" not in k]:
             raise RuntimeError(f"embedded model conversion: missing={missing} unexpected={unexpected}")
@@ -134,7 +141,25 @@ def embedded_model_dir() -> Path:
         (tmp / "README.md").write_text(_CARD.format(gguf=g.name))
 
     with _LOCK:
-        return _atomic_write_dir(final, write)
+        _atomic_write_dir(final, write)
+        _strip_quantization_config(final)
+        return final
+
+
+def _strip_quantization_config(model_dir: Path) -> None:
+    """Repair copies written before the fix: remove a stale GGUF quantization_config."""
+    cfg_path = model_dir / "config.json"
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, ValueError):
+        return
+    if "quantization_config" not in cfg:
+        return
+    del cfg["quantization_config"]
+    fd, tmp = tempfile.mkstemp(prefix=".config.", dir=model_dir)
+    with os.fdopen(fd, "w") as f:
+        json.dump(cfg, f, indent=2)
+    os.replace(tmp, cfg_path)  # atomic: readers see the old or the new file
 
 
 def embedded_tokenizer():

@@ -57,7 +57,9 @@ SCRIPT = textwrap.dedent("""
     out = m.generate(**ids, max_new_tokens=12, do_sample=False)
     text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     d = embedded_model_dir()
-    print(json.dumps({"load_s": load_s, "text": text, "dir": str(d),
+    cfg = json.loads((d / "config.json").read_text())
+    print(json.dumps({"load_s": load_s, "text": text, "dir": str(d), "quant": "quantization_config" in cfg,
+                      "quantizer": getattr(m, "hf_quantizer", None) is not None,
                       "mtime": (d / "model.safetensors").stat().st_mtime}))
 """)
 
@@ -73,6 +75,7 @@ def test_embedded_offline_convert_then_cached(tmp_path):
         runs.append(json.loads(p.stdout.strip().splitlines()[-1]))
     first, second = runs
     assert first["dir"].startswith(str(tmp_path))
+    assert not first["quant"] and not second["quantizer"]  # a plain float32 checkpoint
     assert "4" in first["text"] and first["text"] == second["text"]
     assert first["mtime"] == second["mtime"]  # the cached copy was reused, not rewritten
     assert second["load_s"] < first["load_s"]

@@ -19,8 +19,10 @@ Generation is greedy unless ``temperature > 0``. ``seed`` seeds torch before a s
 generate (reproducible for the same batch). Generation stops at ``</answer>`` (kept in
 the text) or EOS, capped at ``max_new_tokens`` (default 64). LangChain ``stop=`` strings
 are honoured the LangChain way (text cut before them). ``bf16=True`` runs generation
-under CPU bfloat16 autocast (about 2x faster on AVX-512; outputs can differ slightly from
-fp32).
+under CPU bfloat16 autocast. It pays off for training-sized batches (DESIGN.md §4), but
+for token-by-token decoding it was *slower* on the 2-core AVX-512 box (4 prompts x 16
+tokens: fp32 ~48 s vs autocast ~150 s, bf16 weights ~106 s, under a shared load), so it
+is off by default; outputs can also differ slightly from fp32.
 
 Models are shared per process (``policies.models.load_base``); PEFT injects LoRA layers
 into the base in place, so every chat model on the same base goes through one shared
