@@ -124,3 +124,29 @@ def test_embedded_lora_changes_output(tmp_path):
     assert all(base) and base != tuned
     fast = LocalChatModel(base="embedded", max_new_tokens=12, bf16=True)
     assert all(fast.generate_texts(PROMPTS[:2]))
+
+
+def test_policy_calls_from_many_threads_share_generates(adapters):
+    from policies.llm import LLMPolicy
+
+    chat = LocalChatModel(base="tiny-random", adapters={"optimizer": str(adapters["optimizer"])},
+                          max_new_tokens=4, batch_size=16, coalesce_ms=300)
+    pol = LLMPolicy("optimizer", chat)
+    assert pol.adapter == "optimizer"
+    reqs = [make_request("optimizer", make_task(seed=s)) for s in range(6)]
+    expected = [d.text for d in pol.propose(reqs)]  # one call, one batched generate
+    assert chat.generate_calls == 1
+    out: dict[int, str] = {}
+    barrier = threading.Barrier(len(reqs))
+
+    def work(i):
+        barrier.wait()
+        out[i] = pol.propose([reqs[i]])[0].text
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(reqs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [out[i] for i in range(len(reqs))] == expected
+    assert chat.generate_calls <= 3

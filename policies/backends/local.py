@@ -106,14 +106,17 @@ class _Coalescer:
         self.calls = 0  # batched calls made (observability / tests)
 
     def submit(self, key, item) -> Future:
-        fut: Future = Future()
+        return self.submit_many(key, [item])[0]
+
+    def submit_many(self, key, items) -> list[Future]:
+        futs: list[Future] = [Future() for _ in items]
         with self.cv:
-            self.pending.append((key, item, fut))
+            self.pending.extend((key, item, fut) for item, fut in zip(items, futs))
             if self.worker is None or not self.worker.is_alive():
                 self.worker = threading.Thread(target=self._run, name="dara-coalescer", daemon=True)
                 self.worker.start()
             self.cv.notify_all()
-        return fut
+        return futs
 
     def _take(self):
         with self.cv:
@@ -293,7 +296,12 @@ class LocalChatModel(BaseChatModel):
         key = (adapter, int(max_new_tokens or self.max_new_tokens),
                float(self.temperature if temperature is None else temperature),
                float(self.top_p if top_p is None else top_p), seed)
-        return self._generate_batch(key, list(prompts))
+        prompts = list(prompts)
+        if not self.coalesce or not prompts:
+            return self._generate_batch(key, prompts)
+        # through the coalescer: concurrent callers (one per episode thread, e.g.
+        # LLMPolicy.propose from many LangGraph threads) share batched generates
+        return [f.result() for f in self._get_coalescer().submit_many(key, prompts)]
 
     def _generate_batch(self, key: tuple, prompts: list) -> list[str]:
         if not prompts:
@@ -348,15 +356,18 @@ class LocalChatModel(BaseChatModel):
                         out[i] = _cut_at(t, self.stop_at, keep=True)
         return [o or "" for o in out]
 
-    def _coalesced(self, key: tuple, messages) -> str:
-        if not self.coalesce:
-            return self._generate_batch(key, [messages])[0]
+    def _get_coalescer(self) -> _Coalescer:
         if self._coalescer is None:
             with _REGISTRY_LOCK:
                 if self._coalescer is None:
                     self._coalescer = _Coalescer(self._generate_batch, self.batch_size,
                                                  self.coalesce_ms / 1000.0)
-        return self._coalescer.submit(key, messages).result()
+        return self._coalescer
+
+    def _coalesced(self, key: tuple, messages) -> str:
+        if not self.coalesce:
+            return self._generate_batch(key, [messages])[0]
+        return self._get_coalescer().submit(key, messages).result()
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
@@ -372,7 +383,7 @@ class LocalChatModel(BaseChatModel):
         key = self._params(kwargs)
         msgs = [self._convert_input(i).to_messages() for i in inputs]
         try:
-            texts = self._generate_batch(key, msgs)
+            texts = self.generate_texts(msgs, *key)
         except Exception as e:
             if return_exceptions:
                 return [e] * len(inputs)
