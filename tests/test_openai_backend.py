@@ -21,6 +21,7 @@ from policies.backends import make_chat_model as make_any
 from policies.backends.openai_backend import (
     base_model_name,
     free_port,
+    group_alive,
     make_chat_model,
     port_is_free,
     serve_vllm,
@@ -172,8 +173,7 @@ def vllm_server(tmp_path_factory):
         yield srv
         port, pid = srv.port, srv.pid
     # clean shutdown: the whole process group is gone and the port is free again
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pid, 0)
+    assert not group_alive(pid), "a vllm serve process survived shutdown"
     assert port_is_free(port), f"port {port} still in use after shutdown"
     print(f"vllm serve session {time.monotonic() - t0:.0f} s, shut down cleanly")
 

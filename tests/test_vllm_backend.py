@@ -26,7 +26,7 @@ from policies.backends import vllm_backend as vb
 from tests.conftest import require
 
 N_PROMPTS = 16
-MAX_NEW = 48
+MAX_NEW = 32
 
 
 # ---------------------------------------------------------------------------------------
@@ -161,18 +161,18 @@ def test_local_and_vllm_greedy_agree(vchat, adapters, prompts):
     local = LocalChatModel(base="embedded", adapters=adapters, max_new_tokens=MAX_NEW,
                            batch_size=N_PROMPTS, coalesce=False)
     report = []
-    for adapter in ("optimizer", None):
-        lt = local.generate_texts(prompts, adapter=adapter)
-        vt = vchat.generate_texts(prompts, adapter=adapter)
+    for adapter, ps in (("optimizer", prompts), (None, prompts[:4])):  # the base: a spot check
+        lt = local.generate_texts(ps, adapter=adapter)
+        vt = vchat.generate_texts(ps, adapter=adapter)
         same = sum(a == b for a, b in zip(lt, vt))
         report.append((adapter, same))
-        print(f"\nadapter={adapter}: {same}/{len(prompts)} identical greedy texts")
+        print(f"\nadapter={adapter}: {same}/{len(ps)} identical greedy texts")
         for i, (a, b) in enumerate(zip(lt, vt)):
             if a != b:
                 k = _common_prefix(a, b)
                 print(f"  prompt {i}: same for {k} chars, then local={a[k:k + 40]!r} vllm={b[k:k + 40]!r}")
         # differences are late divergences after a near-tie, never a different start
-        assert same >= 0.75 * len(prompts), f"adapter={adapter}: only {same}/{len(prompts)} agree"
+        assert same >= 0.75 * len(ps), f"adapter={adapter}: only {same}/{len(ps)} agree"
     print("agreement:", report)
 
 
@@ -181,10 +181,22 @@ def test_close_leaves_no_process(vchat):
     """Runs last: closing stops the worker and vLLM's engine processes (one process group)."""
     eng = vchat.engine
     pid = eng.pid
-    os.killpg(pid, 0)  # running
+    assert vb.group_alive(pid)
     t0 = time.monotonic()
     vchat.close()
     print(f"\nengine closed in {time.monotonic() - t0:.1f} s")
     assert not eng.alive
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pid, 0)
+    assert not vb.group_alive(pid), "a vLLM process of the engine's group survived close()"
+
+
+def test_stop_process_group_kills_children():
+    """A leader and its child (same process group): both gone after stop_process_group."""
+    import subprocess
+    import sys
+
+    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    time.sleep(0.5)
+    assert vb.group_alive(proc.pid)
+    vb.stop_process_group(proc, term_timeout=5, kill_timeout=5)
+    assert proc.poll() is not None and not vb.group_alive(proc.pid)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +39,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from langchain_openai import ChatOpenAI
 from pydantic import Field
+
+from policies.backends.vllm_backend import group_alive, stop_process_group  # noqa: F401 (re-exported)
 
 DEFAULT_STOP: tuple[str, ...] = ("</answer>",)
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
@@ -246,30 +247,6 @@ class VLLMServer:
         """A :class:`DaraChatOpenAI` for this server (adapters and base model known)."""
         return make_chat_model(base_url=self.base_url, adapters=list(self.adapters),
                                model=self.base_model, **kw)
-
-
-def stop_process_group(proc: subprocess.Popen, term_timeout: float = 30.0, kill_timeout: float = 10.0) -> None:
-    """SIGTERM the process group of ``proc`` (started with ``start_new_session``), then SIGKILL."""
-    for sig, wait in ((signal.SIGTERM, term_timeout), (signal.SIGKILL, kill_timeout)):
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            break
-        try:
-            proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            continue
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:  # the group's other members (engine core)
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
-    try:
-        proc.wait(1)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 @contextlib.contextmanager

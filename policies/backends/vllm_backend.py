@@ -187,6 +187,59 @@ def _recv(f):
 
 
 # ---------------------------------------------------------------------------------------
+# process groups (shared with openai_backend.serve_vllm)
+# ---------------------------------------------------------------------------------------
+def group_alive(pgid: int) -> bool:
+    """True while a live (non-zombie) process is in process group ``pgid``."""
+    proc = Path("/proc")
+    if proc.is_dir():
+        for d in proc.iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()  # state ppid pgrp ...
+            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                return True
+        return False
+    try:  # pragma: no cover - non-Linux
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_process_group(proc: subprocess.Popen, term_timeout: float = 30.0, kill_timeout: float = 10.0) -> None:
+    """Stop ``proc`` (started with ``start_new_session=True``) and its whole process group.
+
+    SIGTERM to the group, wait up to ``term_timeout`` for every member to exit, then
+    SIGKILL and wait up to ``kill_timeout``. The leader is reaped.
+    """
+    for sig, timeout in ((signal.SIGTERM, term_timeout), (signal.SIGKILL, kill_timeout)):
+        if proc.poll() is not None and not group_alive(proc.pid):
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # pragma: no cover
+            proc.send_signal(sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None and not group_alive(proc.pid):
+                break
+            time.sleep(0.2)
+    try:
+        proc.wait(1.0)
+    except subprocess.TimeoutExpired:  # pragma: no cover
+        pass
+
+
+# ---------------------------------------------------------------------------------------
 # the engine handle (parent side)
 # ---------------------------------------------------------------------------------------
 class VLLMEngine:
@@ -308,21 +361,7 @@ class VLLMEngine:
         proc = self._proc
         if proc is None:
             return
-        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(proc.pid, sig)  # the worker and vLLM's engine/worker children
-            except (ProcessLookupError, PermissionError):
-                break
-            try:
-                proc.wait(wait)
-            except subprocess.TimeoutExpired:
-                continue
-            # the leader is gone; children of the group may linger a moment
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.5)
+        stop_process_group(proc, term_timeout=10.0, kill_timeout=10.0)
         for f in (proc.stdin, proc.stdout):
             try:
                 if f:
