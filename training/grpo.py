@@ -111,6 +111,16 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
 # =======================================================================================
 # 3./4. sampling and one training step
 # =======================================================================================
+def filler_id(tok) -> int:
+    """A token id for generation padding that differs from EOS (SmolLM2's pad *is* EOS),
+    so a completion that stopped at ``</answer>`` is not mistaken for one that sampled EOS."""
+    for cand in (tok.pad_token_id, tok.convert_tokens_to_ids("<|endoftext|>"), tok.unk_token_id,
+                 tok.bos_token_id, 0):
+        if isinstance(cand, int) and cand >= 0 and cand != tok.eos_token_id:
+            return cand
+    return int(tok.eos_token_id)
+
+
 def completion_mask(ids: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor:
     """Real completion tokens: everything up to and including the first EOS; padding
     (``pad_id`` when it differs from EOS) after a stop string is excluded."""
@@ -127,16 +137,17 @@ def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seed: int):
     """Sample one completion per prompt with the policy adapter; returns
     ``(prompt_ids (B,P), prompt_mask, completion_ids (B,K), completion_mask (B,K), texts)``."""
     ids, mask = common.left_pad(prompt_ids, tok.pad_token_id)
+    fill = filler_id(tok)
     common.use_adapter(model, POLICY)
     model.eval()
     torch.manual_seed(seed)
     with common.autocast(cfg.bf16):
         gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=cfg.temperature,
                              top_p=cfg.top_p, top_k=0, max_new_tokens=cfg.max_new_tokens,
-                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                             pad_token_id=fill, eos_token_id=tok.eos_token_id,
                              stop_strings=["</answer>"], tokenizer=tok, use_cache=True)
     comp = gen[:, ids.shape[1]:]
-    cmask = completion_mask(comp, tok.eos_token_id, tok.pad_token_id)
+    cmask = completion_mask(comp, tok.eos_token_id, fill)
     texts = [tok.decode(c[m.bool()], skip_special_tokens=True) for c, m in zip(comp, cmask)]
     return ids, mask, comp, cmask, texts
 
