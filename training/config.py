@@ -82,8 +82,10 @@ class RewardConfig:
     unit 1) apply unchanged to any size.
     """
 
-    env_alpha: float = _h(1.0, "Weight alpha of the environment term -alpha*sum|r_t - mean r| "
-                          "(r normalised by the largest MROI in the prompt's window).")
+    env_alpha: float = _h(5.0, "Weight alpha of the environment term -alpha*sum|r_t - mean r| "
+                          "(r normalised by the largest MROI in the prompt's window). The reference "
+                          "description does not give alpha; 5 makes allocation quality, not the "
+                          "bonus, dominate the within-group reward differences.")
     too_many_penalty: float = _h(1.5, "Penalty for more numbers than slots.")
     too_few_penalty: float = _h(3.0, "Penalty for one number too few.")
     too_few_step: float = _h(1.0, "Extra penalty per further missing number ...")
