@@ -105,6 +105,31 @@ def test_optimizer_windows_chain_from_history():
     np.testing.assert_allclose(t, project(t, p.budget, p.lower, p.upper), atol=1e-9)
 
 
+def test_optimizer_chain_can_start_from_a_reasoner_policy():
+    from policies.base import Decision
+    from training.rollouts import PromptSource
+
+    class Uniformish:
+        name = "fake-reasoner"
+
+        def propose(self, requests):
+            out = []
+            for i, q in enumerate(requests):
+                T = q.task.periods
+                out.append(Decision(None, error="missing_tags: x") if i == 0 else
+                           Decision([q.task.budget / T] * T))
+            return out
+
+    cfg = RolloutConfig(families=["quadratic"], env_pool=16, max_rounds=2, teacher_noise=0.0)
+    p = PromptSource(cfg, "optimizer", seed=0, reasoner=Uniformish()).batch(4, 1)
+    assert (p.round == 2).all()
+    # round 1 (the window's last record) is the reasoner's uniform plan, except the
+    # unparseable first row, which fell back to the chain policy
+    last = p.win_alloc[:, -1]
+    assert not np.allclose(last[0], 1.0)
+    np.testing.assert_allclose(last[1:], 1.0)
+
+
 # ---------------------------------------------------------------------------------------
 # SFT on tiny-random
 # ---------------------------------------------------------------------------------------

@@ -140,11 +140,17 @@ def chain_pool(env: EnvBatch, rounds: int, chain: ChainFn, window: int, teacher_
 class PromptSource:
     """Seeded prompt batches for one role (see the module docstring)."""
 
-    def __init__(self, cfg: RolloutConfig, role: str, seed: int = 0, chain: ChainFn | None = None):
+    def __init__(self, cfg: RolloutConfig, role: str, seed: int = 0, chain: ChainFn | None = None,
+                 reasoner=None):
+        """``chain`` plays rounds 2.. (default: ``cfg.chain_policy``); ``reasoner`` (any
+        ``policies.base.Policy``, e.g. an ``LLMPolicy`` with the trained Reasoner adapter)
+        plays round 1 of Optimizer chains from the history; its unparseable answers fall
+        back to ``chain``."""
         if role not in ("reasoner", "optimizer"):
             raise ValueError(f"role must be 'reasoner' or 'optimizer', got {role!r}")
         self.cfg, self.role, self.seed = cfg, role, int(seed)
         self.chain = chain if chain is not None else baseline_chain(cfg.chain_policy)
+        self.reasoner = reasoner
         self.envs: list[EnvBatch] = []
         for j, fam in enumerate(cfg.families):
             self.envs.append(make_envs(fam, cfg.env_pool, periods=cfg.periods, budget=cfg.budget,
@@ -189,7 +195,15 @@ class PromptSource:
         if self.role == "reasoner":
             return env.hist_alloc, env.hist_mroi, np.ones(len(rows), int)
         cfg = self.cfg
-        A, M = chain_pool(env, cfg.max_rounds - 1, self.chain, cfg.window, cfg.teacher_noise, rng)
+        first = None
+        if self.reasoner is not None:
+            first = self.chain(env.hist_alloc, env.hist_mroi, env.budget, env.lower, env.upper)
+            reqs = [DecisionRequest("reasoner", self._task(k, int(r)), _records(a, m))
+                    for r, a, m in zip(rows, env.hist_alloc, env.hist_mroi)]
+            for i, d in enumerate(self.reasoner.propose(reqs)):
+                if d.allocation is not None:
+                    first[i] = d.allocation
+        A, M = chain_pool(env, cfg.max_rounds - 1, self.chain, cfg.window, cfg.teacher_noise, rng, first=first)
         H = env.history
         k_round = rng.integers(2, cfg.max_rounds + 1, size=len(rows))  # decision round
         end = H + k_round - 1  # records available before deciding round k
