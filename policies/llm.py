@@ -26,8 +26,17 @@ class LLMPolicy:
     """
 
     def __init__(self, role: str, chat_model: Any, encoding: str | None = None,
-                 name: str | None = None, adapter: str | None = "auto", **gen_kw: Any):
+                 name: str | None = None, adapter: str | None = "auto",
+                 constrained: bool | str = "auto", **gen_kw: Any):
         self.role = role
+        # Constrained decoding of the answer format (policies.constrained): on by default
+        # for backends that support it (local); the model still picks every digit.
+        if constrained == "auto":
+            import inspect
+
+            gt = getattr(chat_model, "generate_texts", None)
+            constrained = gt is not None and "answer_format" in inspect.signature(gt).parameters
+        self.constrained = bool(constrained)
         self.encoding = resolve_encoding(role, encoding)
         self.chat_model = chat_model
         self.adapter = self._pick_adapter(adapter)
@@ -45,9 +54,20 @@ class LLMPolicy:
     def messages(self, request: DecisionRequest) -> list[dict[str, str]]:
         return encode(request, self.encoding)
 
-    def _texts(self, prompts: list[list[dict[str, str]]]) -> list[str]:
+    def _texts(self, prompts: list[list[dict[str, str]]], periods: list[int] | None = None) -> list[str]:
         cm = self.chat_model
         if hasattr(cm, "generate_texts"):
+            if self.constrained and periods is not None:
+                # one call per answer length T (usually a single group)
+                out: list[str | None] = [None] * len(prompts)
+                signed = self.encoding == "delta"
+                for T in sorted(set(periods)):
+                    idx = [i for i, p in enumerate(periods) if p == T]
+                    texts = cm.generate_texts([prompts[i] for i in idx], adapter=self.adapter,
+                                              answer_format=(T, signed), **self.gen_kw)
+                    for i, t in zip(idx, texts):
+                        out[i] = t
+                return [o or "" for o in out]
             return list(cm.generate_texts(prompts, adapter=self.adapter, **self.gen_kw))
         kw = dict(self.gen_kw)
         if self.adapter is not None:
@@ -64,7 +84,7 @@ class LLMPolicy:
                 raise ValueError(f"{self.name}: request role {r.role!r} != policy role {self.role!r}")
         prompts = [self.messages(r) for r in requests]
         try:
-            texts = self._texts(prompts)
+            texts = self._texts(prompts, [r.task.periods for r in requests])
         except Exception as e:  # noqa: BLE001 - recorded per decision, the batch survives
             msg = f"backend: {type(e).__name__}: {e}"
             return [Decision(None, text="", error=msg, meta={"error_code": "backend", "policy": self.name})

@@ -281,12 +281,17 @@ class LocalChatModel(BaseChatModel):
             float(self.temperature if kw.get("temperature") is None else kw["temperature"]),
             float(self.top_p if kw.get("top_p") is None else kw["top_p"]),
             kw.get("seed", self.seed),
+            kw.get("answer_format"),
         )
 
     def generate_texts(self, prompts: Sequence[Any], adapter: str | None = None,
                        max_new_tokens: int | None = None, temperature: float | None = None,
-                       top_p: float | None = None, seed: int | None = None) -> list[str]:
+                       top_p: float | None = None, seed: int | None = None,
+                       answer_format: tuple[int, bool] | None = None) -> list[str]:
         """Generate one completion per prompt (message list, dicts, or a string), batched.
+
+        ``answer_format=(T, signed)`` constrains decoding to ``<answer>[...]</answer>``
+        with exactly T numbers (``policies.constrained``); the model picks the digits.
 
         ``adapter=None`` uses the model's ``adapter`` field default only when called via
         LangChain; here ``None`` means the base model. Texts end at ``</answer>`` or EOS.
@@ -295,7 +300,8 @@ class LocalChatModel(BaseChatModel):
             raise ValueError(f"adapter {adapter!r} is not loaded; loaded: {sorted(self._names)}")
         key = (adapter, int(max_new_tokens or self.max_new_tokens),
                float(self.temperature if temperature is None else temperature),
-               float(self.top_p if top_p is None else top_p), seed)
+               float(self.top_p if top_p is None else top_p), seed,
+               None if answer_format is None else (int(answer_format[0]), bool(answer_format[1])))
         prompts = list(prompts)
         if not self.coalesce or not prompts:
             return self._generate_batch(key, prompts)
@@ -308,7 +314,7 @@ class LocalChatModel(BaseChatModel):
             return []
         import torch
 
-        adapter, max_new, temp, top_p, seed = key
+        adapter, max_new, temp, top_p, seed, answer_format = key
         tok = self._tok
         texts = [tok.apply_chat_template(_to_dicts(p), tokenize=False, add_generation_prompt=True)
                  for p in prompts]
@@ -348,7 +354,16 @@ class LocalChatModel(BaseChatModel):
                     idx = order[s: s + self.batch_size]
                     enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True,
                               add_special_tokens=False)
-                    gen = model.generate(**enc, **gen_kw)
+                    kw_b = gen_kw
+                    if answer_format is not None:
+                        from transformers import LogitsProcessorList
+
+                        from policies.constrained import AnswerFormatProcessor, answer_pattern
+
+                        pat = answer_pattern(*answer_format)
+                        proc = AnswerFormatProcessor(tok, [pat] * len(idx), enc["input_ids"].shape[1])
+                        kw_b = {**gen_kw, "logits_processor": LogitsProcessorList([proc])}
+                    gen = model.generate(**enc, **kw_b)
                     self._n_generate += 1
                     new = gen[:, enc["input_ids"].shape[1]:]
                     for j, i in enumerate(idx):
