@@ -17,7 +17,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dara demo", description=__doc__.split("\n\n")[0])
-    p.add_argument("--episodes", type=int, default=30, help="LLM episodes (held-out environments)")
+    p.add_argument("--episodes", type=int, default=20, help="LLM episodes (held-out environments)")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--seed", type=int, default=7, help="held-out seed (training never uses it)")
     p.add_argument("--family", default="quadratic")
