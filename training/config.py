@@ -238,6 +238,8 @@ class GRPOConfig(_Common):
     temperature: float = _h(1.0, "Sampling temperature.")
     top_p: float = _h(1.0, "Nucleus sampling mass.")
     max_new_tokens: int = _h(48, "Completion cap (<answer>[...]</answer> is ~38 tokens at T=6).")
+    constrained: bool = _h(True, "Sample with the answer format enforced (policies.constrained), as the "
+                           "local backend decodes at inference; the model still picks every digit.")
     loss_agg: str = _h("token", "Loss aggregation: 'token' (mean over all completion tokens) or "
                        "'sequence' (mean per completion, then over completions).")
     adv_eps: float = _h(1e-4, "eps in (R - mean) / (std + eps).")

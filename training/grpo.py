@@ -133,10 +133,23 @@ def completion_mask(ids: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor
 
 
 @torch.no_grad()
-def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seed: int):
+def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seed: int,
+           answer_formats: list[tuple[int, bool]] | None = None):
     """Sample one completion per prompt with the policy adapter; returns
-    ``(prompt_ids (B,P), prompt_mask, completion_ids (B,K), completion_mask (B,K), texts)``."""
+    ``(prompt_ids (B,P), prompt_mask, completion_ids (B,K), completion_mask (B,K), texts)``.
+
+    With ``answer_formats`` (``(T, signed)`` per prompt) sampling is constrained to the
+    answer format exactly as the local backend decodes at inference (the log-probs used
+    by the loss are still the policy's own, unconstrained ones)."""
     ids, mask = common.left_pad(prompt_ids, tok.pad_token_id)
+    extra = {}
+    if answer_formats is not None:
+        from transformers import LogitsProcessorList
+
+        from policies.constrained import AnswerFormatProcessor, answer_pattern
+
+        proc = AnswerFormatProcessor(tok, [answer_pattern(T, s) for T, s in answer_formats], ids.shape[1])
+        extra["logits_processor"] = LogitsProcessorList([proc])
     fill = filler_id(tok)
     common.use_adapter(model, POLICY)
     model.eval()
@@ -145,7 +158,7 @@ def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seed: int):
         gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=cfg.temperature,
                              top_p=cfg.top_p, top_k=0, max_new_tokens=cfg.max_new_tokens,
                              pad_token_id=fill, eos_token_id=tok.eos_token_id,
-                             stop_strings=["</answer>"], tokenizer=tok, use_cache=True)
+                             stop_strings=["</answer>"], tokenizer=tok, use_cache=True, **extra)
     comp = gen[:, ids.shape[1]:]
     cmask = completion_mask(comp, tok.eos_token_id, fill)
     texts = [tok.decode(c[m.bool()], skip_special_tokens=True) for c, m in zip(comp, cmask)]
@@ -178,7 +191,8 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
     p_ids = common.prompt_ids(tok, [encode(r, enc) for r in prompts.requests])
 
     # --- rollout -----------------------------------------------------------------------
-    ids, mask, comp, cmask, texts = sample(model, tok, p_ids, cfg, step_seed(cfg.seed, step))
+    formats = ([(r.task.periods, enc == "delta") for r in prompts.requests] if cfg.constrained else None)
+    ids, mask, comp, cmask, texts = sample(model, tok, p_ids, cfg, step_seed(cfg.seed, step), formats)
     t_gen = time.time() - t0
     total, terms, parsed = score(texts, prompts.requests, prompts.mroi, enc, cfg.reward)
     rewards = torch.tensor(total, dtype=torch.float32).view(P, G)
