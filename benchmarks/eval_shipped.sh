@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Evaluation of the shipped adapters (docs/results.md). Held-out seed 7 (training uses
+# env-seed 1000). LLM methods run through the DARA graph with tolerance 0; numeric rows
+# use the same environments. Results: runs/eval/*.json, plots runs/eval/*.png.
+set -euo pipefail
+N=${N:-20}
+mkdir -p runs/eval
+dara bench --family quadratic --envs 2000 --llm-envs "$N" --rounds 10 --seed 7 \
+    --policies dara,heuristic,gradient,local-model,uniform \
+    --json runs/eval/quadratic.json --plot runs/eval/quadratic.png --llm-out runs/eval/episodes
+dara bench --family quadratic --envs 2000 --llm-envs "$N" --rounds 10 --seed 7 \
+    --policies dara-fixed-ref,optimizer-only,reasoner-only,base --no-oracle \
+    --json runs/eval/ablations.json --llm-out runs/eval/episodes
+for fam in exponential hill robyn meridian-national; do
+  dara bench --family "$fam" --envs 500 --llm-envs "${N_OTHER:-10}" --rounds 10 --seed 7 \
+      --policies dara,heuristic,local-model,uniform \
+      --json "runs/eval/$fam.json" --plot "runs/eval/$fam.png" --llm-out runs/eval/episodes
+done
