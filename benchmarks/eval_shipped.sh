@@ -5,14 +5,14 @@
 set -euo pipefail
 N=${N:-20}
 mkdir -p runs/eval
-dara bench --family quadratic --envs 2000 --llm-envs "$N" --rounds 10 --seed 7 \
+dara bench --family quadratic --envs "$N" --rounds 10 --seed 7 \
     --policies dara,heuristic,gradient,local-model,uniform \
     --json runs/eval/quadratic.json --plot runs/eval/quadratic.png --llm-out runs/eval/episodes
-dara bench --family quadratic --envs 2000 --llm-envs "$N" --rounds 10 --seed 7 \
+dara bench --family quadratic --envs "$N" --rounds 10 --seed 7 \
     --policies dara-fixed-ref,optimizer-only,reasoner-only,base --no-oracle \
     --json runs/eval/ablations.json --llm-out runs/eval/episodes
 for fam in exponential hill robyn meridian-national; do
-  dara bench --family "$fam" --envs 500 --llm-envs "${N_OTHER:-10}" --rounds 10 --seed 7 \
+  dara bench --family "$fam" --envs "${N_OTHER:-10}" --rounds 10 --seed 7 \
       --policies dara,heuristic,local-model,uniform \
       --json "runs/eval/$fam.json" --plot "runs/eval/$fam.png" --llm-out runs/eval/episodes
 done

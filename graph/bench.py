@@ -138,7 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-oracle", action="store_true", help="leave the oracle row out of the table")
     p.add_argument("--json", dest="json_out", default=None, help="write results JSON here")
     p.add_argument("--plot", default=None, help="write per-round curves (PNG) here")
-    p.add_argument("--llm-envs", type=int, default=None, help="environments for LLM methods (default: --envs)")
     p.add_argument("--backend", default="local", help="LLM backend for LLM methods: local|vllm|openai")
     p.add_argument("--base", default="embedded", help="base model for LLM methods")
     p.add_argument("--concurrency", type=int, default=16, help="episodes in flight for LLM methods")
@@ -188,10 +187,9 @@ def main(argv: list[str] | None = None) -> int:
             if name in LLM_METHODS:
                 from graph.bench_llm import run_llm_method  # heavy: torch, models
 
-                n_llm = min(args.llm_envs or env.n, env.n)
-                sub = env.subset(np.arange(n_llm))
+                n_llm = env.n  # every method on the same environments
                 per_round, extra_stats = run_llm_method(
-                    name, sub, rounds=args.rounds, window=args.window, seed=args.seed,
+                    name, env, rounds=args.rounds, window=args.window, seed=args.seed,
                     backend=args.backend, base=args.base, concurrency=args.concurrency,
                     out_dir=(str(Path(args.llm_out) / fam) if args.llm_out else None),
                     optimizer_adapter=args.optimizer_adapter, optimizer_encoding=args.optimizer_encoding,
