@@ -38,6 +38,22 @@ METHODS: dict[str, tuple[str, str, str | None, str | None]] = {
 }
 
 
+def _check_adapter(role: str, policy: str, adapter: str | None, method: str) -> None:
+    """Fail before any episode runs when an LLM method's adapter is missing."""
+    if policy != "llm" or adapter == "none":
+        return
+    if adapter is None:
+        from policies import shipped_adapter
+
+        if shipped_adapter(role) is None:
+            raise ValueError(f"method {method!r} needs the shipped {role} adapter "
+                             f"({ADAPTER_DIR / role}), which is not present; train one with "
+                             f"'dara train sft --role {role}' or pass an adapter directory")
+        return
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise ValueError(f"method {method!r}: {role} adapter {adapter} has no adapter_config.json")
+
+
 def method_args(name: str, env, rounds: int, window: int, seed: int, backend: str, base: str,
                 concurrency: int, out: str, optimizer_adapter: str | None = None,
                 optimizer_encoding: str | None = None) -> list[str]:
@@ -57,6 +73,8 @@ def method_args(name: str, env, rounds: int, window: int, seed: int, backend: st
     if spec.get("periods") is not None and spec["family"] in ("quadratic", "exponential", "hill"):
         argv += ["--periods", str(spec["periods"]), "--budget", str(spec["budget"])]
     o_ad = optimizer_adapter or o_ad
+    _check_adapter("reasoner", reasoner, r_ad, name)
+    _check_adapter("optimizer", optimizer, o_ad, name)
     if r_ad:
         argv += ["--reasoner-adapter", r_ad]
     if o_ad:

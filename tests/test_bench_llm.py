@@ -9,8 +9,13 @@ from graph.bench_llm import METHODS, method_args, read_episodes
 from tools.envs import make_envs
 
 
-def test_method_args_map_roles_and_adapters(tmp_path):
+def test_method_args_map_roles_and_adapters(tmp_path, monkeypatch):
+    import graph.bench_llm as bl
+    import policies
+
     env = make_envs("quadratic", 5, seed=7)
+    monkeypatch.setattr(policies, "shipped_adapter", lambda role: tmp_path)
+    monkeypatch.setattr(bl, "_check_adapter", lambda *a: None)
     a = method_args("optimizer-only", env, 4, 3, 7, "local", "embedded", 8, str(tmp_path))
     assert a[a.index("--reasoner") + 1] == "uniform" and a[a.index("--optimizer") + 1] == "llm"
     assert a[a.index("--episodes") + 1] == "5" and a[a.index("--tolerance") + 1] == "0"
@@ -50,3 +55,9 @@ def test_read_episodes_refuses_failed_episodes(tmp_path):
     p.write_text(json.dumps({"id": "x", "status": "error", "error": "boom", "rounds": []}) + "\n")
     with pytest.raises(RuntimeError, match="boom"):
         read_episodes(p, 3)
+
+
+def test_missing_adapter_is_a_clear_error(tmp_path):
+    env = make_envs("quadratic", 2, seed=7)
+    with pytest.raises(ValueError, match="adapter_config.json"):
+        method_args("optimizer-only", env, 2, 3, 7, "local", "embedded", 2, str(tmp_path), optimizer_adapter=str(tmp_path))
