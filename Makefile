@@ -38,11 +38,11 @@ demo: install
 # The whole test suite, slow integration tests (servers, embedded model, training smoke
 # runs) included.
 test: install
-	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q --timeout=1800
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --timeout=1800
 
 # The inner loop: fast, offline tests only.
 test-fast: install
-	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q -m "not slow"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
