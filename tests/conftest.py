@@ -38,3 +38,19 @@ def data_dir() -> Path:
     if not d.is_dir():
         pytest.fail(f"DARA_DATA_DIR={d} does not exist; point it at shared/data")
     return d
+
+
+def make_test_lora(path, seed):
+    """A PEFT LoRA (r=8, q/v) on the embedded model with non-zero weights, saved at ``path``
+    (the vLLM and OpenAI-server tests serve it)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from policies.models import load_base
+
+    model, _ = load_base("embedded", cache=False)
+    torch.manual_seed(seed)
+    cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                     init_lora_weights=False, task_type="CAUSAL_LM")
+    get_peft_model(model, cfg).save_pretrained(str(path))
+    return str(path)

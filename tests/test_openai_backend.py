@@ -26,7 +26,7 @@ from policies.backends.openai_backend import (
     port_is_free,
     serve_vllm,
 )
-from tests.conftest import require
+from tests.conftest import make_test_lora, require
 
 MSGS = [[{"role": "system", "content": "s"}, {"role": "user", "content": f"q{i}"}] for i in range(5)]
 
@@ -138,21 +138,6 @@ def test_free_port_helpers():
 # ---------------------------------------------------------------------------------------
 # a real vllm serve (slow)
 # ---------------------------------------------------------------------------------------
-def _lora(path, seed):
-    """A PEFT LoRA (r=8, q/v) on the embedded model with non-zero weights."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from policies.models import load_base
-
-    model, _ = load_base("embedded", cache=False)
-    torch.manual_seed(seed)
-    cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                     init_lora_weights=False, task_type="CAUSAL_LM")
-    get_peft_model(model, cfg).save_pretrained(str(path))
-    return str(path)
-
-
 def _optimizer_prompts(n):
     from policies.prompts import encode_optimizer
     from tools.envs import make_envs
@@ -166,7 +151,7 @@ def vllm_server(tmp_path_factory):
     """ONE real ``vllm serve`` for the session: embedded model + reasoner/optimizer LoRAs."""
     require("vllm")
     d = tmp_path_factory.mktemp("served-adapters")
-    adapters = {"reasoner": _lora(d / "reasoner", 1), "optimizer": _lora(d / "optimizer", 2)}
+    adapters = {"reasoner": make_test_lora(d / "reasoner", 1), "optimizer": make_test_lora(d / "optimizer", 2)}
     t0 = time.monotonic()
     with serve_vllm("embedded", adapters, log_path=d / "vllm-serve.log") as srv:
         print(f"\nvllm serve up in {srv.startup_s:.0f} s on {srv.base_url} (pid {srv.pid})")

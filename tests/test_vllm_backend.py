@@ -23,7 +23,7 @@ import time
 import pytest
 
 from policies.backends import vllm_backend as vb
-from tests.conftest import require
+from tests.conftest import make_test_lora, require
 
 N_PROMPTS = 16
 MAX_NEW = 32
@@ -90,25 +90,10 @@ def test_factory_splits_engine_kwargs():
 # ---------------------------------------------------------------------------------------
 # slow: a real offline engine
 # ---------------------------------------------------------------------------------------
-def _lora(path, seed):
-    """A PEFT LoRA (r=8, q/v) on the embedded model with non-zero weights."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from policies.models import load_base
-
-    model, _ = load_base("embedded", cache=False)
-    torch.manual_seed(seed)
-    cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                     init_lora_weights=False, task_type="CAUSAL_LM")
-    get_peft_model(model, cfg).save_pretrained(str(path))
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory):
     d = tmp_path_factory.mktemp("vllm-adapters")
-    return {"reasoner": _lora(d / "reasoner", 1), "optimizer": _lora(d / "optimizer", 2)}
+    return {"reasoner": make_test_lora(d / "reasoner", 1), "optimizer": make_test_lora(d / "optimizer", 2)}
 
 
 @pytest.fixture(scope="module")
