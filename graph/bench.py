@@ -187,7 +187,6 @@ def main(argv: list[str] | None = None) -> int:
             if name in LLM_METHODS:
                 from graph.bench_llm import run_llm_method  # heavy: torch, models
 
-                n_llm = env.n  # every method on the same environments
                 per_round, extra_stats = run_llm_method(
                     name, env, rounds=args.rounds, window=args.window, seed=args.seed,
                     backend=args.backend, base=args.base, concurrency=args.concurrency,
@@ -196,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 res = summarise(per_round)
                 res.update(extra_stats)
-                res["envs"] = n_llm
+                res["envs"] = env.n
             else:
                 res = summarise(run_numeric(name, env, args.rounds, args.window, args.seed))
                 res["envs"] = env.n
