@@ -215,8 +215,12 @@ def run_episode(graph, eid: str, inp: dict, ctx: Context) -> dict:
     snap = graph.get_state(config)
     if snap.values and snap.values.get("done") and not snap.next:
         return snap.values  # finished before the kill, but not yet written
-    if snap.values and snap.next:
-        graph.invoke(None, config, context=ctx)  # in flight when killed: resume
+    if snap.metadata is not None:
+        # In flight when killed: continue from the last checkpoint. Its step's finished
+        # tasks may already have saved their writes, in which case ``snap.next`` is empty
+        # although the episode is not done; ``invoke(None)`` applies those writes and goes
+        # on. Restarting with ``inp`` here would append the episode's rounds a second time.
+        graph.invoke(None, config, context=ctx)
     else:
         graph.invoke(inp, config, context=ctx)
     return graph.get_state(config).values

@@ -102,3 +102,42 @@ def test_sigkill_mid_batch_then_resume_runs_every_episode_once(tmp_path):
         assert e["status"] == "ok"
         assert [x["allocation"] for x in e["rounds"]] == [x["allocation"] for x in by_id[e["id"]]["rounds"]]
         assert e["regret"] == by_id[e["id"]]["regret"]
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL: not an Exception, so nothing in the graph catches it."""
+
+
+def test_resume_when_the_last_step_saved_its_writes_but_not_its_checkpoint():
+    """The window SIGKILL hit in CI: ``query_env`` finished and its writes were saved, the
+    next checkpoint was not. ``get_state().next`` is then empty although the episode is not
+    done; resuming must continue it, not start it again (which appended rounds twice)."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from graph.context import Context
+    from graph.graph import build_graph
+    from graph.run import run_episode
+
+    class DyingSaver(InMemorySaver):
+        armed = True
+
+        def put(self, config, checkpoint, metadata, new_versions):
+            # the first checkpoint after round 2's query_env: die before saving it
+            if self.armed and len(checkpoint["channel_values"].get("rounds") or []) == 2:
+                self.armed = False
+                raise _Killed
+            return super().put(config, checkpoint, metadata, new_versions)
+
+    ctx = Context(reasoner="heuristic", optimizer="local-model", max_rounds=3, seed=5)
+    inp = {"env": {"family": "quadratic", "seed": 5, "n": 8, "index": 3}}
+    saver = DyingSaver()
+    graph = build_graph(checkpointer=saver)
+    with pytest.raises(_Killed):
+        graph.invoke(inp, {"configurable": {"thread_id": "e"}}, context=ctx, durability="sync")
+    snap = graph.get_state({"configurable": {"thread_id": "e"}})
+    assert snap.next == () and not snap.values.get("done")  # the confusing state
+    resumed = run_episode(graph, "e", inp, ctx)
+    ref = run_episode(build_graph(checkpointer=InMemorySaver()), "e", inp, ctx)
+    assert [r["round"] for r in resumed["rounds"]] == [1, 2, 3]
+    assert [r["source"] for r in resumed["rounds"]] == ["reasoner", "optimizer", "optimizer"]
+    assert [r["allocation"] for r in resumed["rounds"]] == [r["allocation"] for r in ref["rounds"]]
