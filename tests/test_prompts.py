@@ -123,9 +123,14 @@ def test_wrong_length_message():
     assert d.error == "wrong_length: expected 6 numbers, got 5"
 
 
-def test_delta_negative_result():
-    d = decode("<answer>[-5, 1, 1, 1, 1, 1]</answer>", REQ_O, "delta")
-    assert error_code(d.error) == ParseError.NEGATIVE.value
+def test_delta_cut_below_zero_is_clipped_not_an_error():
+    cur = REQ_O.window[-1].allocation
+    d = decode("<answer>[-5, 0, 0, 0, 0, 0]</answer>", REQ_O, "delta")
+    assert d.error is None and d.meta["clipped_to_zero"] == [1]
+    assert d.allocation[0] == 0.0 and d.allocation[1:] == pytest.approx(cur[1:])
+    # absolute answers with a negative number stay an error
+    assert error_code(decode("<answer>[-5, 1, 1, 1, 1, 1]</answer>", REQ_O, "absolute").error) \
+        == ParseError.NEGATIVE.value
 
 
 # ---- fuzz ------------------------------------------------------------------------------
