@@ -167,6 +167,7 @@ def test_step_moves_lora_not_base_and_kl_follows_refresh(tmp_path, fake_reward):
     for key in ("train/reward", "train/reward_std", "train/clip_frac", "train/completion_len",
                 "train/parse_error_rate", "train/reward/env", "train/reward/format", "train/s_per_step"):
         assert key in rows[0] and np.isfinite(rows[0][key])
+    assert all("train/env_gain" in r for r in rows)  # nan only when no answer parsed
     # the adapter is a plain PEFT directory
     assert (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()
 

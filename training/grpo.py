@@ -38,7 +38,7 @@ import torch
 from training import common
 from training.common import POLICY, REF
 from training.config import GRPOConfig, to_dict
-from training.rewards import TERMS, score
+from training.rewards import TERMS, hold_env_term, score
 from training.rollouts import PromptSource
 
 
@@ -231,6 +231,9 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
         "train/reward": float(total.mean()),
         **{f"train/reward/{k}": float(terms[k].mean()) for k in TERMS},
         "train/reward_std": float(rewards.std(dim=1).mean()),
+        # what the answers gained over holding the current plan (comparable across steps)
+        "train/env_gain": float(np.mean((terms["env"] - hold_env_term(prompts.requests, cfg.reward.env_alpha))[parsed.ok]))
+        if parsed.ok.any() else float("nan"),
         "train/frac_groups_zero_std": float((rewards.std(dim=1) == 0).float().mean()),
         "train/kl": first["kl"],
         "train/clip_frac": first["clip_frac"],
@@ -285,7 +288,7 @@ def train(cfg: GRPOConfig, progress: bool = True, model_bundle=None) -> Path:
         log.write(row)
         if progress and (step % cfg.log_every == 0 or step == cfg.steps):
             print(f"[grpo] step {step}/{cfg.steps} reward {row['train/reward']:.3f} "
-                  f"(std {row['train/reward_std']:.3f}) kl {row['train/kl']:.4f} "
+                  f"(std {row['train/reward_std']:.3f}) gain {row['train/env_gain']:+.3f} kl {row['train/kl']:.4f} "
                   f"clip {row['train/clip_frac']:.3f} len {row['train/completion_len']:.1f} "
                   f"parse_err {row['train/parse_error_rate']:.2f}"
                   f"{' ref<-policy' if row['ref_refreshed'] else ''} {row['train/s_per_step']:.1f} s",

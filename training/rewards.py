@@ -56,6 +56,29 @@ def env_term(r: np.ndarray, ok: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     return np.where(ok, -alpha * np.nan_to_num(disp), 0.0) + 0.0  # + 0.0: no -0.0
 
 
+def hold_env_term(requests: Sequence, alpha: float = 1.0) -> np.ndarray:
+    """``env_term`` of keeping the current plan (the window's latest record), per request.
+
+    The reward's level depends on how far each prompt's environment is from balance, so
+    with a few prompts per step it is noisy; ``env`` minus this (``train/env_gain`` in the
+    GRPO log) is what the answer itself gained over holding, and is comparable across steps.
+
+    >>> from tools.task import Record, Task
+    >>> from policies.base import DecisionRequest
+    >>> t = Task(budget=2, periods=2, history=[Record(allocation=[1, 1], mroi=[1.0, 0.5])])
+    >>> hold_env_term([DecisionRequest(role="optimizer", task=t, window=t.history)])
+    array([-0.5])
+    """
+    from policies.prompts import mroi_scale
+
+    out = np.zeros(len(requests))
+    for i, q in enumerate(requests):
+        if q.window:
+            r = np.asarray(q.window[-1].mroi, float) / mroi_scale(q.window)
+            out[i] = env_term(r[None], np.array([True]), alpha)[0]
+    return out
+
+
 def length_penalty(n_numbers: np.ndarray, T: int, cfg: RewardConfig = RewardConfig()) -> np.ndarray:
     """Penalty (<= 0) for answering with the wrong number of values.
 
