@@ -5,7 +5,7 @@
         sft-optimizer=training/checkpoints/sft-optimizer/log.jsonl
 
 Each ``name=path`` is one run; every metric key found (``train/loss``,
-``train/reward``, ``train/kl``) gets a panel, smoothed with a running mean.
+``train/reward``, ``train/env_gain``, ``train/kl``) gets a panel, smoothed with a running mean.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
         if not path:
             raise SystemExit(f"expected name=path, got {spec!r}")
         runs[name] = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
-    keys = [k for k in ("train/loss", "train/reward", "train/kl") if any(k in r[0] for r in runs.values() if r)]
+    keys = [k for k in ("train/loss", "train/reward", "train/env_gain", "train/kl") if any(k in r[0] for r in runs.values() if r)]
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for name, rows in runs.items():
@@ -45,8 +45,8 @@ def main(argv=None) -> int:
             y = np.array([r[key] for r in rows], float)
             k = max(1, min(args.smooth, len(y)))
             ys = np.convolve(y, np.ones(k) / k, mode="valid")
-            ax.plot(x, y, alpha=0.25)
-            ax.plot(x[k - 1:], ys, label=name)
+            (line,) = ax.plot(x[k - 1:], ys, label=name)
+            ax.plot(x, y, alpha=0.25, color=line.get_color())
         ax.set_title(key)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
