@@ -16,3 +16,10 @@ for fam in exponential hill robyn meridian-national; do
       --policies dara,heuristic,local-model,uniform \
       --json "runs/eval/$fam.json" --plot "runs/eval/$fam.png" --llm-out runs/eval/episodes
 done
+# Optimizer encoding ablation at an equal budget (100 SFT steps each, uniform start):
+dara bench --family quadratic --envs "$N" --rounds 10 --seed 7 --policies optimizer-only --no-oracle \
+    --optimizer-adapter training/runs/sft-optimizer-absolute/adapter --optimizer-encoding absolute \
+    --json runs/eval/enc-absolute.json --llm-out runs/eval/enc-absolute
+dara bench --family quadratic --envs "$N" --rounds 10 --seed 7 --policies optimizer-only --no-oracle \
+    --optimizer-adapter training/runs/sft-optimizer/adapter-step100 --optimizer-encoding delta \
+    --json runs/eval/enc-delta.json --llm-out runs/eval/enc-delta
