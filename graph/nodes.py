@@ -138,17 +138,19 @@ def _decide(state: State, runtime: Runtime[Context], role: str) -> dict:
             meta={"traceback": traceback.format_exc(limit=3)},
         )
     proposal = None if decision.allocation is None else [float(x) for x in decision.allocation]
-    return {
-        "pending": {
-            "round": k,
-            "role": role,
-            "source": role,
-            "window": [label for label, _ in labelled],
-            "proposal": proposal,
-            "text": decision.text or "",
-            "error": decision.error,
-        }
+    pending = {
+        "round": k,
+        "role": role,
+        "source": role,
+        "window": [label for label, _ in labelled],
+        "proposal": proposal,
+        "text": decision.text or "",
+        "error": decision.error,
     }
+    clipped = (getattr(decision, "meta", None) or {}).get("clipped_to_zero")
+    if clipped:  # a delta answer cut these slots below zero; the decoder stopped them at 0
+        pending["clipped_to_zero"] = [int(t) for t in clipped]
+    return {"pending": pending}
 
 
 # ---- nodes ------------------------------------------------------------------------------------
@@ -194,9 +196,13 @@ def enforce_budget(state: State) -> dict:
     task = _task(state)
     pending = dict(state["pending"])
     report = _enforce_budget(pending.get("proposal"), task, fallback=_current(state, task))
+    reasons = list(report.reasons)
+    if pending.get("clipped_to_zero"):
+        cut = ", ".join(task.slot_labels[t - 1] for t in pending["clipped_to_zero"])
+        reasons.insert(0, f"the answer cut {cut} below zero; clipped to 0")
     pending["budget"] = {
-        "changed": report.changed,
-        "reasons": list(report.reasons),
+        "changed": report.changed or bool(pending.get("clipped_to_zero")),
+        "reasons": reasons,
         "max_abs_change": report.max_abs_change,
         "used_fallback": report.used_fallback,
     }

@@ -305,3 +305,22 @@ def test_tiny_random_llm_through_graph_is_recorded_not_fatal():
         if x["source"] == "fallback":
             assert x["error"] and isinstance(x["text"], str)
         assert sum(x["allocation"]) == pytest.approx(6.0)
+
+
+def test_delta_cut_below_zero_is_clipped_and_reported():
+    """A ``delta`` answer that cuts a slot by more than its spend is clipped to 0 (then
+    projected onto sum = B like any proposal) and the round's budget report says so; the
+    round is the Optimizer's, not a fallback."""
+    task = _task_of()
+    register_policy("fake-r-keep", _fake_llm("reasoner", [format_target(make_request("reasoner", task),
+                                                                         [task.unit] * task.periods)]))
+    cut = "<answer>[" + ", ".join(["-9"] + ["0"] * (task.periods - 1)) + "]</answer>"
+    register_policy("fake-o-cut", _fake_llm("optimizer", [cut], encoding="delta"))
+    out = graph.invoke({"env": ENV}, context={"reasoner": "fake-r-keep", "optimizer": "fake-o-cut",
+                                              "max_rounds": 2})
+    r2 = out["rounds"][1]
+    assert r2["source"] == "optimizer" and r2["error"] is None
+    # clipped to 0, then the budget projection spreads the freed budget over all slots
+    assert r2["allocation"][0] < 0.25 * out["rounds"][0]["allocation"][0]
+    assert sum(r2["allocation"]) == pytest.approx(task.budget)
+    assert r2["budget"]["changed"] and r2["budget"]["reasons"][0].startswith("the answer cut slot1 below zero")
