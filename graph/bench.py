@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from graph.context import ENCODINGS
 from policies.baselines import BASELINES, propose_arrays
 
 METRICS = ("regret", "mroi_var", "dispersion")
@@ -144,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llm-out", default=None,
                    help="keep LLM methods' episodes here (DIR/<method>/episodes.jsonl); reruns resume")
     p.add_argument("--optimizer-adapter", default=None, help="override the Optimizer adapter of LLM methods")
-    p.add_argument("--optimizer-encoding", default=None, choices=["absolute", "delta"],
+    p.add_argument("--optimizer-encoding", default=None, choices=list(ENCODINGS),
                    help="override the Optimizer encoding of LLM methods")
     return p
 

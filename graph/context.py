@@ -18,7 +18,7 @@ from typing import Literal
 
 Feedback = Literal["simulator", "live"]
 Backend = Literal["local", "vllm", "openai"]
-ENCODINGS = ("absolute", "delta")
+ENCODINGS = ("absolute", "delta", "delta-slope")  # = policies.prompts.ENCODINGS (no torch import here)
 
 
 def _baselines() -> tuple[str, ...]:
@@ -67,13 +67,14 @@ class Context:
     )
     reasoner_encoding: str | None = field(
         default=None,
-        metadata={"description": "Prompt encoding of the Reasoner: absolute or delta; empty = "
+        metadata={"description": "Prompt encoding of the Reasoner: absolute, delta or delta-slope; empty = "
                   "the policy's default."},
     )
     optimizer_encoding: str | None = field(
         default=None,
         metadata={"description": "Prompt encoding of the Optimizer: absolute (the answer is "
-                  "the new plan) or delta (the answer is a change per slot); empty = default."},
+                  "the new plan), delta (the answer is a change per slot) or delta-slope (delta plus each "
+                  "slot's fitted MROI fall per unit); empty = default."},
     )
     window: int = field(
         default=3,

@@ -34,6 +34,8 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+
+from graph.context import ENCODINGS
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
@@ -71,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", default="embedded", help="embedded, tiny-random or an HF model dir")
     p.add_argument("--reasoner-adapter", default=None)
     p.add_argument("--optimizer-adapter", default=None)
-    p.add_argument("--reasoner-encoding", default=None, choices=["absolute", "delta"])
-    p.add_argument("--optimizer-encoding", default=None, choices=["absolute", "delta"])
+    p.add_argument("--reasoner-encoding", default=None, choices=list(ENCODINGS))
+    p.add_argument("--optimizer-encoding", default=None, choices=list(ENCODINGS))
     p.add_argument("--window", type=int, default=3, help="Optimizer's sliding window w")
     p.add_argument("--tolerance", type=float, default=0.0, help="stop when MROI dispersion < this (0 = never)")
     p.add_argument("--temperature", type=float, default=0.0)

@@ -78,7 +78,7 @@ def gradient(win_alloc, win_mroi, budget, lower=None, upper=None, step: float = 
     return b + step * (budget / T)[:, None] * (r - mean) / scale
 
 
-def _local_slopes(win_alloc: np.ndarray, win_mroi: np.ndarray, unit: np.ndarray) -> np.ndarray:
+def local_slopes(win_alloc: np.ndarray, win_mroi: np.ndarray, unit: np.ndarray) -> np.ndarray:
     """Per-slot least-squares slope dMROI/dspend over the window, negative where usable.
 
     Slots whose spend barely varies in the window (or whose fitted slope is not
@@ -127,7 +127,7 @@ def local_model(
     unit = budget / T
     b0 = win_alloc[:, -1, :]
     r0 = win_mroi[:, -1, :]
-    s = _local_slopes(win_alloc, win_mroi, unit)
+    s = local_slopes(win_alloc, win_mroi, unit)
     lo = np.maximum(lower, np.maximum(b0 - trust * unit[:, None], 0.0))
     hi = np.minimum(upper, b0 + trust * unit[:, None])
     # If the trust region cannot hold the budget, widen it to the plain bounds.

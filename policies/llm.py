@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from policies.base import Decision, DecisionRequest
-from policies.prompts import decode, encode, resolve_encoding
+from policies.prompts import DELTA_ENCODINGS, decode, encode, resolve_encoding
 
 
 class LLMPolicy:
@@ -60,7 +60,7 @@ class LLMPolicy:
             if self.constrained and periods is not None:
                 # one call per answer length T (usually a single group)
                 out: list[str | None] = [None] * len(prompts)
-                signed = self.encoding == "delta"
+                signed = self.encoding in DELTA_ENCODINGS
                 for T in sorted(set(periods)):
                     idx = [i for i, p in enumerate(periods) if p == T]
                     texts = cm.generate_texts([prompts[i] for i in idx], adapter=self.adapter,

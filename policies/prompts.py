@@ -31,6 +31,11 @@ Encodings (named, per role; :data:`DEFAULT_ENCODING`)
   ``<answer>[d1,...,dT]</answer>``, which the decoder adds to the current allocation
   (the last record shown). DESIGN.md §4: with ``absolute`` a small Optimizer learned to
   copy the current plan; with ``delta`` it kept improving every round.
+- ``delta-slope`` — ``delta`` plus a tool-computed observation: ``fall=[...]``, each
+  slot's fitted fall of m per unit of b over the window (``-slope``, the same
+  least-squares estimate the ``local-model`` baseline uses, same normalised scales), so
+  the size of a useful move can be read off ``gap/fall`` instead of being inferred from
+  three noisy plans (docs/results.md §3 records whether it helped).
 
 The answer may be preceded by an optional short ``<reason>...</reason>``.
 
@@ -53,8 +58,10 @@ from typing import Literal, Sequence
 from policies.base import Decision, DecisionRequest
 from tools.task import Record, Task
 
-Encoding = Literal["absolute", "delta"]
-ENCODINGS: tuple[str, ...] = ("absolute", "delta")
+Encoding = Literal["absolute", "delta", "delta-slope"]
+ENCODINGS: tuple[str, ...] = ("absolute", "delta", "delta-slope")
+DELTA_ENCODINGS: tuple[str, ...] = ("delta", "delta-slope")
+"""Encodings whose answer is a signed change applied to the current plan."""
 DEFAULT_ENCODING: dict[str, str] = {"reasoner": "absolute", "optimizer": "delta"}
 ROLES: tuple[str, ...] = ("reasoner", "optimizer")
 DEFAULT_WINDOW = 3
@@ -116,6 +123,23 @@ def mroi_scale(window: Sequence[Record]) -> float:
     return m if m > 0 and math.isfinite(m) else 1.0
 
 
+def window_fall(window: Sequence[Record], unit: float, scale: float) -> list[float]:
+    """Per-slot fall of normalised MROI per unit of B/T over ``window`` (``delta-slope``).
+
+    ``-slope`` from :func:`policies.baselines.local_slopes` (the ``local-model``
+    teacher's least-squares fit, with its fallbacks for slots whose spend did not vary),
+    rescaled to the prompt's units: spend in B/T, MROI divided by ``scale``.
+    """
+    import numpy as np
+
+    from policies.baselines import local_slopes
+
+    wa = np.array([[r.allocation for r in window]], float)
+    wm = np.array([[r.mroi for r in window]], float)
+    s = local_slopes(wa, wm, np.array([unit]))[0]
+    return [max(0.0, float(-x) * unit / scale) for x in s]
+
+
 def _current_units(request: DecisionRequest) -> list[float]:
     """Current plan in units of B/T (uniform when the window is empty)."""
     task = request.task
@@ -137,6 +161,11 @@ _SYSTEM_ANSWER = {
     "delta": (
         " gap is m minus its mean for the current b. Reply <answer>[d1,...,dT]</answer> "
         "with the change to the current b (sum 0): move spend to high-m slots."
+    ),
+    "delta-slope": (
+        " gap is m minus its mean for the current b; fall is how much m drops per unit of "
+        "b added. Reply <answer>[d1,...,dT]</answer> with the change to the current b "
+        "(sum 0): move spend to high-m slots."
     ),
 }
 _SYSTEM_REASON = " An optional short <reason>...</reason> may come first."
@@ -164,11 +193,13 @@ def _user_prompt(request: DecisionRequest, encoding: str) -> str:
         lines.append(row)
     if not window:
         lines.append("(none)")
-    if encoding == "delta":
+    if encoding in DELTA_ENCODINGS:
         if window:
             m = [v / scale for v in window[-1].mroi]
             mean = sum(m) / len(m)
             lines.append(f"gap={_vec([v - mean for v in m])}")
+            if encoding == "delta-slope":
+                lines.append(f"fall={_vec(window_fall(window, u, scale))}")
         else:
             lines.append("Current b: 1.00 in every slot.")
         lines.append("Give the change d.")
@@ -227,7 +258,7 @@ def format_target(request: DecisionRequest, allocation: Sequence[float],
     enc = resolve_encoding(request.role, encoding)
     u = request.task.unit
     x = [a / u for a in allocation]
-    if enc == "delta":
+    if enc in DELTA_ENCODINGS:
         cur = _current_units(request)
         x = [xi - ci for xi, ci in zip(x, cur)]
     head = f"<reason>{reason}</reason>" if reason else ""
@@ -303,7 +334,7 @@ def decode(text: str, request: DecisionRequest, encoding: str | None = None) -> 
             return _fail(text, ParseError.NON_FINITE, f"slot {i + 1} is {p[:20]!r}", enc)
         vals.append(v)
 
-    if enc == "delta":
+    if enc in DELTA_ENCODINGS:
         cur = _current_units(request)
         units = [c + d for c, d in zip(cur, vals)]
     else:
@@ -312,7 +343,7 @@ def decode(text: str, request: DecisionRequest, encoding: str | None = None) -> 
     overshoot: list[int] = []
     for i, x in enumerate(units):
         if x < -NEG_TOL:
-            if enc != "delta":
+            if enc not in DELTA_ENCODINGS:
                 return _fail(text, ParseError.NEGATIVE, f"slot {i + 1} is {_f(x)} units of B/T", enc)
             # A cut larger than the slot's spend is a well-formed answer that means "cut
             # this slot to zero": clip it, as the budget tool would, instead of holding

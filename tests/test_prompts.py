@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from policies.base import DecisionRequest
 from policies.prompts import (
     DEFAULT_ENCODING,
+    DELTA_ENCODINGS,
     ENCODINGS,
     NEG_TOL,
     PARSE_ERRORS,
@@ -60,8 +61,27 @@ def test_encode_shape_and_scale_free(role, enc):
     assert m1 == m2  # same prompt whatever the budget / MROI scale
     user = m1[1]["content"]
     assert "lo=" not in user and "hi=" not in user
-    assert ("gap=" in user) == (enc == "delta")
+    assert ("gap=" in user) == (enc in DELTA_ENCODINGS)
+    assert ("fall=" in user) == (enc == "delta-slope")
     assert ("(current)" in user) == (role == "optimizer")
+
+
+def test_fall_line_is_the_teachers_slope_in_prompt_units():
+    """``delta-slope`` shows -slope x (B/T) / scale; on an exactly linear window it is exact."""
+    T, B = 3, 3.0
+    slopes = np.array([-0.5, -1.0, -2.0])  # MROI per unit of spend (unit = B/T = 1)
+    allocs = [[0.8, 1.0, 1.2], [1.2, 0.9, 0.9], [1.0, 1.1, 0.9]]
+    hist = [Record(allocation=a, mroi=(3.0 + slopes * np.array(a)).tolist()) for a in allocs]
+    task = Task(budget=B, periods=T, history=hist)
+    user = encode(make_request("optimizer", task), "delta-slope")[1]["content"]
+    scale = max(abs(m) for r in hist for m in r.mroi)
+    want = [-s / scale for s in slopes]
+    fall = [float(x) for x in user.split("fall=[")[1].split("]")[0].split(",")]
+    assert fall == pytest.approx(want, abs=0.006)
+    # the answer means the same as under delta
+    d_slope = decode("<answer>[0.5,-0.5,0]</answer>", make_request("optimizer", task), "delta-slope")
+    d_delta = decode("<answer>[0.5,-0.5,0]</answer>", make_request("optimizer", task), "delta")
+    assert d_slope.allocation == d_delta.allocation
 
 
 def test_bounds_shown_only_when_present():
@@ -198,3 +218,10 @@ def test_empty_window_delta_uses_uniform():
     assert "Current b" in encode(r, "delta")[1]["content"]
     d = decode("<answer>[0, 0, 0, 0, 0, 0]</answer>", r, "delta")
     assert d.allocation == pytest.approx([1.0] * 6)
+
+
+def test_graph_context_lists_the_same_encodings():
+    """graph.context keeps its own copy (it must not import policies); they must agree."""
+    from graph.context import ENCODINGS as GRAPH_ENCODINGS
+
+    assert GRAPH_ENCODINGS == ENCODINGS

@@ -136,7 +136,7 @@ class LoraConfig:
 @dataclass
 class _Common:
     role: str = _h("reasoner", "Which adapter to train: reasoner or optimizer.")
-    encoding: str | None = _h(None, "Prompt encoding (absolute|delta); default: the role's default.")
+    encoding: str | None = _h(None, "Prompt encoding (absolute|delta|delta-slope); default: the role's default.")
     base: str = _h("embedded", "Base model: 'embedded', 'tiny-random' or an HF model directory.")
     out: str = _h("runs/train", "Output directory (log.jsonl, adapter/, checkpoint/).")
     steps: int = _h(300, "Optimisation steps (numbered from 1).")
@@ -159,8 +159,10 @@ class _Common:
     def validate(self) -> None:
         if self.role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
-        if self.encoding is not None and self.encoding not in ("absolute", "delta"):
-            raise ValueError(f"encoding must be 'absolute' or 'delta', got {self.encoding!r}")
+        from policies.prompts import ENCODINGS
+
+        if self.encoding is not None and self.encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, got {self.encoding!r}")
         _pos("steps", self.steps)
         _nonneg("seed", self.seed)
         _pos("lr", self.lr)

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from policies.prompts import DELTA_ENCODINGS
 from training import common
 from training.common import POLICY, REF
 from training.config import GRPOConfig, to_dict
@@ -191,7 +192,7 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
     p_ids = common.prompt_ids(tok, [encode(r, enc) for r in prompts.requests])
 
     # --- rollout -----------------------------------------------------------------------
-    formats = ([(r.task.periods, enc == "delta") for r in prompts.requests] if cfg.constrained else None)
+    formats = ([(r.task.periods, enc in DELTA_ENCODINGS) for r in prompts.requests] if cfg.constrained else None)
     ids, mask, comp, cmask, texts = sample(model, tok, p_ids, cfg, step_seed(cfg.seed, step), formats)
     t_gen = time.time() - t0
     total, terms, parsed = score(texts, prompts.requests, prompts.mroi, enc, cfg.reward)
