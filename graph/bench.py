@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer-adapter", default=None, help="override the Optimizer adapter of LLM methods")
     p.add_argument("--optimizer-encoding", default=None, choices=list(ENCODINGS),
                    help="override the Optimizer encoding of LLM methods")
+    p.add_argument("--reasoner-adapter", default=None, help="override the Reasoner adapter of LLM methods")
+    p.add_argument("--reasoner-encoding", default=None, choices=list(ENCODINGS),
+                   help="override the Reasoner encoding of LLM methods")
     return p
 
 
@@ -193,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                     backend=args.backend, base=args.base, concurrency=args.concurrency,
                     out_dir=(str(Path(args.llm_out) / fam) if args.llm_out else None),
                     optimizer_adapter=args.optimizer_adapter, optimizer_encoding=args.optimizer_encoding,
+                    reasoner_adapter=args.reasoner_adapter, reasoner_encoding=args.reasoner_encoding,
                 )
                 res = summarise(per_round)
                 res.update(extra_stats)

@@ -56,8 +56,14 @@ def _check_adapter(role: str, policy: str, adapter: str | None, method: str) -> 
 
 def method_args(name: str, env, rounds: int, window: int, seed: int, backend: str, base: str,
                 concurrency: int, out: str, optimizer_adapter: str | None = None,
-                optimizer_encoding: str | None = None) -> list[str]:
-    """The ``dara run`` arguments that make LLM method ``name`` on ``env``'s family."""
+                optimizer_encoding: str | None = None, reasoner_adapter: str | None = None,
+                reasoner_encoding: str | None = None) -> list[str]:
+    """The ``dara run`` arguments that make LLM method ``name`` on ``env``'s family.
+
+    ``reasoner_adapter``/``optimizer_adapter`` replace the adapter of a role the method
+    runs with an adapter (shipped or named), never the base model of ``base``; the
+    encodings apply to the role's LLM policy.
+    """
     if name not in METHODS:
         raise ValueError(f"unknown LLM method {name!r}; choose one of {', '.join(METHODS)}")
     reasoner, optimizer, r_ad, o_ad = METHODS[name]
@@ -72,7 +78,10 @@ def method_args(name: str, env, rounds: int, window: int, seed: int, backend: st
     ]
     if spec.get("periods") is not None and spec["family"] in ("quadratic", "exponential", "hill"):
         argv += ["--periods", str(spec["periods"]), "--budget", str(spec["budget"])]
-    o_ad = optimizer_adapter or o_ad
+    if optimizer_adapter and o_ad != "none":
+        o_ad = optimizer_adapter
+    if reasoner_adapter and r_ad != "none":
+        r_ad = reasoner_adapter
     _check_adapter("reasoner", reasoner, r_ad, name)
     _check_adapter("optimizer", optimizer, o_ad, name)
     if r_ad:
@@ -81,6 +90,8 @@ def method_args(name: str, env, rounds: int, window: int, seed: int, backend: st
         argv += ["--optimizer-adapter", o_ad]
     if optimizer_encoding:
         argv += ["--optimizer-encoding", optimizer_encoding]
+    if reasoner_encoding:
+        argv += ["--reasoner-encoding", reasoner_encoding]
     return argv
 
 

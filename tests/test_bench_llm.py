@@ -25,6 +25,15 @@ def test_method_args_map_roles_and_adapters(tmp_path, monkeypatch):
     assert r[r.index("--optimizer") + 1] == "hold"
     f = method_args("dara-fixed-ref", env, 4, 3, 7, "local", "embedded", 8, str(tmp_path))
     assert f[f.index("--optimizer-adapter") + 1].endswith("optimizer-fixed-ref")
+    # overrides replace adapters, never the base model of `base`
+    o = method_args("dara", env, 4, 3, 7, "local", "embedded", 8, str(tmp_path), reasoner_adapter="R",
+                    optimizer_adapter="O", reasoner_encoding="absolute", optimizer_encoding="delta-slope")
+    assert o[o.index("--reasoner-adapter") + 1] == "R" and o[o.index("--optimizer-adapter") + 1] == "O"
+    assert o[o.index("--optimizer-encoding") + 1] == "delta-slope"
+    assert o[o.index("--reasoner-encoding") + 1] == "absolute"
+    b2 = method_args("base", env, 4, 3, 7, "local", "embedded", 8, str(tmp_path), reasoner_adapter="R",
+                     optimizer_adapter="O")
+    assert b2[b2.index("--reasoner-adapter") + 1] == "none" and b2[b2.index("--optimizer-adapter") + 1] == "none"
     with pytest.raises(ValueError, match="unknown LLM method"):
         method_args("gpt", env, 4, 3, 7, "local", "embedded", 8, str(tmp_path))
     assert set(METHODS) == {"dara", "reasoner-only", "optimizer-only", "base", "dara-fixed-ref"}
