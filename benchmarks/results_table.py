@@ -37,8 +37,9 @@ def main(argv=None) -> int:
     rows = [load(s) for s in args.rows]
     K = max(len(m["regret"]) for _, m in rows)
     head = ["method", *[f"r{k + 1}" for k in range(K)], "parse errors"]
+    ci_rounds = (0, -1) if K > 1 else (0,)
     if args.ci:
-        head += ["r1 95% CI", f"r{K} 95% CI"]
+        head += ["r1 95% CI"] + ([f"r{K} 95% CI"] if K > 1 else [])
     print("| " + " | ".join(head) + " |")
     print("|---|" + "---:|" * (len(head) - 1))
     for label, m in rows:
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
         cells.append(f"{100 * m['parse_error_rate']:.1f}%" if "parse_error_rate" in m else "-")
         if args.ci:
             ci = m.get("regret_ci95") or []
-            cells += [f"[{100 * ci[i][0]:.1f}, {100 * ci[i][1]:.1f}]" if ci else "-" for i in (0, -1)]
+            cells += [f"[{100 * ci[i][0]:.1f}, {100 * ci[i][1]:.1f}]" if ci else "-" for i in ci_rounds]
         print("| " + " | ".join(cells) + " |")
     if args.plot:
         import matplotlib
