@@ -26,9 +26,28 @@ dara bench --family quadratic --envs "$N" --rounds 10 --seed 7 --policies optimi
 dara bench --family quadratic --envs "$N" --rounds 10 --seed 7 --policies optimizer-only --no-oracle \
     --optimizer-adapter training/runs/sft-optimizer/adapter-step100 --optimizer-encoding delta \
     --json runs/eval/enc-delta.json --llm-out runs/eval/enc-delta
-# 3. other families, incl. the data-driven ones (sim-to-real); SFT Optimizer as in docs/results.md §3
-for fam in exponential hill robyn meridian-national; do
+# 3. other families, incl. the data-driven ones (sim-to-real), shipped adapters
+for fam in exponential hill robyn meridian-national meridian-geo; do
   dara bench --family "$fam" --envs "$N_OTHER" --rounds 10 --seed 7 \
-      --policies dara,heuristic,gradient,local-model,uniform --optimizer-adapter "$SFT_OPT" \
-      --json "runs/eval/fam-$fam.json" --plot "runs/eval/fam-$fam.png" --llm-out "runs/eval/fam-$fam"
+      --policies dara,heuristic,gradient,local-model,uniform \
+      --json "runs/eval/famg-$fam.json" --plot "runs/eval/famg-$fam.png" --llm-out "runs/eval/famg-$fam"
+done
+# 4. experiments that were not shipped (docs/results.md §2-3)
+# GRPO-A Reasoner vs the SFT one, round 1 only, 100 environments
+dara bench --family quadratic --envs 100 --rounds 1 --seed 7 --policies reasoner-only --no-oracle \
+    --json runs/eval/r100-sft.json --llm-out runs/eval/r100-sft
+dara bench --family quadratic --envs 100 --rounds 1 --seed 7 --policies reasoner-only --no-oracle \
+    --reasoner-adapter training/runs/grpo-reasoner-m8/adapter --json runs/eval/r100-grpo.json --llm-out runs/eval/r100-grpo
+dara bench --family quadratic --envs "$N" --rounds 10 --seed 7 --policies dara --no-oracle \
+    --reasoner-adapter training/runs/grpo-reasoner-m8/adapter --json runs/eval/r-grpo.json --llm-out runs/eval/r-grpo
+# delta-slope Optimizer (SFT 300 delta + 100 delta-slope) vs its control (SFT 300 delta + 100
+# delta; that adapter is not committed: rerun the command in training/runs/sft-optimizer-delta400)
+for fam in robyn quadratic; do
+  n=$([ "$fam" = quadratic ] && echo "$N" || echo "$N_OTHER")
+  dara bench --family "$fam" --envs "$n" --rounds 10 --seed 7 --policies dara --no-oracle \
+      --optimizer-adapter training/runs/sft-optimizer-slope/adapter --optimizer-encoding delta-slope \
+      --json "runs/eval/$fam-slope.json" --llm-out "runs/eval/$fam-slope"
+  dara bench --family "$fam" --envs "$n" --rounds 10 --seed 7 --policies dara --no-oracle \
+      --optimizer-adapter runs/sft-optimizer-delta400/adapter \
+      --json "runs/eval/$fam-delta400.json" --llm-out "runs/eval/$fam-delta400"
 done
