@@ -39,6 +39,25 @@ def test_optimizer_delta_through_policy():
     assert d.allocation == pytest.approx(task.history[-1].allocation)
 
 
+@pytest.mark.parametrize("enc,signed", [("absolute", False), ("delta", True), ("delta-slope", True)])
+def test_constrained_answer_format_is_signed_for_change_encodings(enc, signed):
+    """A backend with format enforcement is asked for T numbers, signed when the answer is a change."""
+    seen = []
+
+    class Enforcing:
+        def generate_texts(self, prompts, adapter=None, answer_format=None, **kw):
+            seen.append(answer_format)
+            return ["<answer>[0,0,0,0,0,0]</answer>"] * len(prompts)
+
+    task = make_task()
+    d = LLMPolicy("optimizer", Enforcing(), encoding=enc).propose([make_request("optimizer", task)])[0]
+    assert seen == [(6, signed)]
+    assert "fall=" in LLMPolicy("optimizer", Enforcing(), encoding=enc).messages(
+        make_request("optimizer", task))[1]["content"] or enc != "delta-slope"
+    if signed:
+        assert d.allocation == pytest.approx(task.history[-1].allocation)
+
+
 def test_make_policy_baseline_and_lazy_torch():
     import subprocess
 
