@@ -50,4 +50,8 @@ for fam in robyn quadratic; do
   dara bench --family "$fam" --envs "$n" --rounds 10 --seed 7 --policies dara --no-oracle \
       --optimizer-adapter runs/sft-optimizer-delta400/adapter \
       --json "runs/eval/$fam-delta400.json" --llm-out "runs/eval/$fam-delta400"
+  # GRPO-A on delta-slope (adapter not committed: rerun training/runs/grpo-optimizer-slope-m8's config)
+  dara bench --family "$fam" --envs "$n" --rounds 10 --seed 7 --policies dara --no-oracle \
+      --optimizer-adapter runs/grpo-optimizer-slope-m8/adapter --optimizer-encoding delta-slope \
+      --json "runs/eval/$fam-slope-grpo.json" --llm-out "runs/eval/$fam-slope-grpo"
 done
