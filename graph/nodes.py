@@ -147,7 +147,7 @@ def _decide(state: State, runtime: Runtime[Context], role: str) -> dict:
         "text": decision.text or "",
         "error": decision.error,
     }
-    clipped = (getattr(decision, "meta", None) or {}).get("clipped_to_zero")
+    clipped = (decision.meta or {}).get("clipped_to_zero")
     if clipped:  # a delta answer cut these slots below zero; the decoder stopped them at 0
         pending["clipped_to_zero"] = [int(t) for t in clipped]
     return {"pending": pending}
@@ -197,11 +197,12 @@ def enforce_budget(state: State) -> dict:
     pending = dict(state["pending"])
     report = _enforce_budget(pending.get("proposal"), task, fallback=_current(state, task))
     reasons = list(report.reasons)
-    if pending.get("clipped_to_zero"):
-        cut = ", ".join(task.slot_labels[t - 1] for t in pending["clipped_to_zero"])
+    clipped = pending.get("clipped_to_zero") or []
+    if clipped:
+        cut = ", ".join(task.slot_labels[t - 1] for t in clipped)
         reasons.insert(0, f"the answer cut {cut} below zero; clipped to 0")
     pending["budget"] = {
-        "changed": report.changed or bool(pending.get("clipped_to_zero")),
+        "changed": report.changed or bool(clipped),
         "reasons": reasons,
         "max_abs_change": report.max_abs_change,
         "used_fallback": report.used_fallback,

@@ -34,15 +34,13 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-
-from graph.context import ENCODINGS
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from graph.context import Context
+from graph.context import ENCODINGS, Context
 
 EPISODES = "episodes.jsonl"
 SETTINGS = "run.json"

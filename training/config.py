@@ -159,10 +159,9 @@ class _Common:
     def validate(self) -> None:
         if self.role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
-        from policies.prompts import ENCODINGS
+        from policies.prompts import resolve_encoding
 
-        if self.encoding is not None and self.encoding not in ENCODINGS:
-            raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, got {self.encoding!r}")
+        resolve_encoding(self.role, self.encoding)  # the prompts module's own check of the name
         _pos("steps", self.steps)
         _nonneg("seed", self.seed)
         _pos("lr", self.lr)
