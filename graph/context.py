@@ -16,9 +16,10 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
+from policies.prompts import ENCODINGS
+
 Feedback = Literal["simulator", "live"]
 Backend = Literal["local", "vllm", "openai"]
-ENCODINGS = ("absolute", "delta", "delta-slope")  # = policies.prompts.ENCODINGS (no torch import here)
 
 
 def _baselines() -> tuple[str, ...]:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from policies.base import Decision, DecisionRequest, Policy
+from policies.prompts import ROLES
 
 ADAPTERS_DIR = Path(__file__).resolve().parent / "adapters"
-ROLES = ("reasoner", "optimizer")
 
 __all__ = ["Decision", "DecisionRequest", "Policy", "make_policy", "shipped_adapter", "ADAPTERS_DIR"]
 

@@ -16,23 +16,20 @@ the bad value.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-ROLES = ("reasoner", "optimizer")
+from policies.prompts import ROLES
+from tools.config_flags import add_flags, build_config, check_nonnegative as _nonneg, check_positive as _pos
+from tools.config_flags import described, from_dict, read_file, to_dict
+
+__all__ = ["RolloutConfig", "RewardConfig", "LoraConfig", "SFTConfig", "GRPOConfig", "ROLES",
+           "add_flags", "build_config", "from_dict", "read_file", "to_dict"]
 
 
-def _h(default, help: str, **kw):
-    """A dataclass field with help text (shown by ``dara train ... --help``)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
+_h = described
 
 
 @dataclass
@@ -76,7 +73,7 @@ class RolloutConfig:
 
 @dataclass
 class RewardConfig:
-    """Composite reward coefficients (``training.rewards``); DESIGN.md §4.
+    """Composite reward coefficients (``training.rewards``).
 
     Amounts in allocation space are in units of B/T, so the reference values (B = T = 6,
     unit 1) apply unchanged to any size.
@@ -153,8 +150,8 @@ class _Common:
     log_every: int = _h(1, "Print progress every N steps (the JSONL log gets every step).")
     init_adapter: str | None = _h(None, "Start from this PEFT LoRA directory instead of a fresh LoRA.")
     resume: bool = _h(False, "Resume from OUT/checkpoint if it exists.")
-    rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"help": "prompt source"})
-    lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "adapter shape"})
+    rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"description": "prompt source"})
+    lora: LoraConfig = field(default_factory=LoraConfig, metadata={"description": "adapter shape"})
 
     def validate(self) -> None:
         if self.role not in ROLES:
@@ -208,7 +205,7 @@ class SFTConfig(_Common):
 
     batch_size: int = _h(8, "Prompts per step (fresh prompts every step).")
     teacher: str = _h("local-model", "Numeric teacher (policies.baselines name); it sees only the prompt's window.")
-    lora: LoraConfig = field(default_factory=lambda: LoraConfig(dropout=0.05), metadata={"help": "adapter shape"})
+    lora: LoraConfig = field(default_factory=lambda: LoraConfig(dropout=0.05), metadata={"description": "adapter shape"})
 
     def validate(self) -> None:
         super().validate()
@@ -234,7 +231,8 @@ class GRPOConfig(_Common):
     eps_high: float | None = _h(None, "Upper clip range (default: eps).")
     mu: int = _h(1, "Optimisation passes per batch (1: sampling log-probs are the old policy).")
     ref_sync_every: int = _h(10, "Refresh the reference adapter from the policy every M steps "
-                             "(0 or 'never' = plain GRPO with a fixed reference).")
+                             "(0 or 'never' = plain GRPO with a fixed reference).",
+                             words={"never": 0, "none": 0, "off": 0})
     ref_sync_alpha: float = _h(1.0, "Refresh mixing: ref <- alpha*policy + (1-alpha)*ref (1 = hard copy).")
     temperature: float = _h(1.0, "Sampling temperature.")
     top_p: float = _h(1.0, "Nucleus sampling mass.")
@@ -246,7 +244,7 @@ class GRPOConfig(_Common):
     adv_eps: float = _h(1e-4, "eps in (R - mean) / (std + eps).")
     grad_clip: float = _h(0.1, "Gradient-norm clip (0 = off).")
     save_every: int = _h(10, "Write a resumable checkpoint every N steps (and at the end).")
-    reward: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "reward coefficients"})
+    reward: RewardConfig = field(default_factory=RewardConfig, metadata={"description": "reward coefficients"})
 
     def validate(self) -> None:
         super().validate()
@@ -281,175 +279,3 @@ class GRPOConfig(_Common):
     def refresh_due(self, step: int) -> bool:
         """True when the reference is refreshed at the end of ``step``."""
         return self.ref_sync_every > 0 and step % self.ref_sync_every == 0
-
-
-# ---------------------------------------------------------------------------------------
-# validation helpers
-# ---------------------------------------------------------------------------------------
-def _pos(name: str, v) -> None:
-    if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a positive number, got {v!r}")
-
-
-def _nonneg(name: str, v) -> None:
-    if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-        raise ValueError(f"{name} must be a number >= 0, got {v!r}")
-
-
-# ---------------------------------------------------------------------------------------
-# loading: defaults < file < flags
-# ---------------------------------------------------------------------------------------
-def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _is_config(tp) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
-
-
-def _coerce(name: str, tp, value):
-    """Convert a JSON/YAML/CLI value to the field's type, naming the field on failure."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
-            return None
-        inner = [a for a in args if a is not type(None)][0]
-        return _coerce(name, inner, value)
-    if origin is list:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{name} must be a list, got {value!r}")
-        return [_coerce(name, args[0] if args else str, v) for v in value]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-    if tp is int:
-        if name == "ref_sync_every" and isinstance(value, str) and value.lower() in ("never", "none", "off"):
-            return 0
-        try:
-            f = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be an integer, got {value!r}") from None
-        if not f.is_integer():
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-        return int(f)
-    if tp is float:
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if tp is str:
-        return str(value)
-    return value
-
-
-def from_dict(cls, data: dict, prefix: str = ""):
-    """Build config ``cls`` from a (nested) dict; unknown keys are errors."""
-    hints = _hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kw = {}
-    for k, v in (data or {}).items():
-        key = k.replace("-", "_")
-        if key not in names:
-            raise ValueError(f"unknown config key {prefix + k!r} for {cls.__name__}; "
-                             f"known: {', '.join(sorted(names))}")
-        tp = hints[key]
-        if _is_config(tp):
-            if not isinstance(v, dict):
-                raise ValueError(f"{prefix + k} must be a mapping, got {v!r}")
-            base = getattr(cls(), key)
-            kw[key] = from_dict(tp, {**dataclasses.asdict(base), **v}, prefix + k + ".")
-        else:
-            kw[key] = _coerce(prefix + key, tp, v)
-    return cls(**kw)
-
-
-def to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
-
-
-def read_file(path: str | Path) -> dict:
-    """Read a JSON or YAML config file into a dict."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config file not found: {p}")
-    text = p.read_text()
-    if p.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text) or {}
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{p}: the config must be a mapping, got {type(data).__name__}")
-    return data
-
-
-def add_flags(parser: argparse.ArgumentParser, cls, prefix: str = "") -> None:
-    """One ``--flag`` per field (nested configs as ``--rollout.window`` and, when the
-    name is unambiguous, ``--window``). Defaults are suppressed so only given flags
-    override the file."""
-    hints = _hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if _is_config(tp):
-            add_flags(parser, tp, prefix + f.name + ".")
-            continue
-        flag = "--" + (prefix + f.name).replace("_", "-")
-        help_ = f.metadata.get("help", "")
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        shown = ",".join(map(str, default)) if isinstance(default, list) else default
-        names = [flag]
-        short = "--" + f.name.replace("_", "-")
-        if prefix and short not in parser._option_string_actions:
-            names.append(short)
-        if tp is bool:
-            parser.add_argument(*names, dest=prefix + f.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=f"{help_} (default: {shown})")
-        else:
-            parser.add_argument(*names, dest=prefix + f.name, default=argparse.SUPPRESS,
-                                metavar=f.name.upper(), help=f"{help_} (default: {shown})")
-
-
-def _nest(flat: dict) -> dict:
-    out: dict = {}
-    for k, v in flat.items():
-        parts = k.split(".")
-        d = out
-        for p in parts[:-1]:
-            d = d.setdefault(p, {})
-        d[parts[-1]] = v
-    return out
-
-
-def _deep_merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def build_config(cls, file: str | None = None, flags: dict | None = None, **overrides):
-    """Defaults < ``file`` < ``flags`` (flat dotted keys from :func:`add_flags`) < overrides; validated."""
-    data: dict = {}
-    if file:
-        data = read_file(file)
-    data = _deep_merge(data, _nest(flags or {}))
-    data = _deep_merge(data, _nest(overrides))
-    cfg = from_dict(cls, data)
-    cfg.validate()
-    return cfg
