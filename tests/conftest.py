@@ -1,7 +1,7 @@
 """Shared test settings.
 
-- ``DARA_DATA_DIR`` points at the public spend/return logs (default: ``../shared/data``
-  beside the repository).
+- ``data_dir``: the public spend/return logs (``$DARA_DATA_DIR`` if set, else the copies
+  shipped in ``tools/envs/datasets``).
 - ``require(module)``: optional components (vllm, langgraph-cli) are skipped when missing
   locally, but under ``CI=true`` a missing component fails the run instead of skipping.
 - No test may touch the network: ``HF_HUB_OFFLINE`` is forced on.
@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("DARA_DATA_DIR", str(REPO.parent / "shared" / "data"))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -34,9 +32,11 @@ def require(module: str):
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    d = Path(os.environ["DARA_DATA_DIR"])
+    from tools.envs.spend_logs import data_dir as logs_dir
+
+    d = logs_dir()
     if not d.is_dir():
-        pytest.fail(f"DARA_DATA_DIR={d} does not exist; point it at shared/data")
+        pytest.fail(f"spend/return log directory {d} does not exist (check DARA_DATA_DIR)")
     return d
 
 

@@ -1,4 +1,4 @@
-"""Data-driven environments fitted to the public logs in $DARA_DATA_DIR."""
+"""Data-driven environments fitted to the public logs shipped in tools/envs/datasets."""
 
 from __future__ import annotations
 
@@ -77,5 +77,36 @@ def test_helpful_errors(data_dir, tmp_path):
     with pytest.raises(ValueError, match="degenerate fit: spend column 'b' is all zero"):
         make_envs("data", 1, csv=str(p), spend_columns=["a", "b"], revenue="rev")
     with pytest.raises(ValueError, match="not numeric"):
-        make_envs("data", 1, csv=str(p), spend_columns=["a"], revenue="rev", controls=["week"]) if False else \
-            fit_response(data_dir / "robyn_dt_simulated_weekly.csv", ["tv_S"], "DATE")
+        fit_response(data_dir / "robyn_dt_simulated_weekly.csv", ["tv_S"], "DATE")
+
+
+def test_fit_failure_carries_the_solver_error(tmp_path, monkeypatch):
+    """When every start of the fit fails, the error names the solver's own failure."""
+    import tools.envs.response_fit as response_fit
+
+    def broken(*args, **kwargs):
+        raise np.linalg.LinAlgError("SVD did not converge in the trust region")
+
+    monkeypatch.setattr(response_fit, "least_squares", broken)
+    p = tmp_path / "log.csv"
+    p.write_text("\n".join(["rev,a,b"] + [f"{100 + i},{10 + i % 3},{5 + i % 4}" for i in range(20)]))
+    with pytest.raises(ValueError, match="did not converge on log.csv.*LinAlgError: SVD did not converge") as info:
+        fit_response(p, ["a", "b"], "rev", starts=2)
+    assert isinstance(info.value.__cause__, np.linalg.LinAlgError)
+
+
+def test_logs_ship_with_the_package_and_dara_data_dir_overrides(tmp_path, monkeypatch):
+    from tools.envs.spend_logs import PACKAGED_DATA_DIR, PRESETS, data_dir, resolve_csv
+
+    monkeypatch.delenv("DARA_DATA_DIR", raising=False)
+    assert data_dir() == PACKAGED_DATA_DIR
+    for preset in PRESETS.values():
+        assert resolve_csv(preset["csv"]).parent == PACKAGED_DATA_DIR
+    for name in ("LICENSE.robyn", "LICENSE.meridian", "README.md"):
+        assert (PACKAGED_DATA_DIR / name).is_file()
+    monkeypatch.setenv("DARA_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        resolve_csv("robyn_dt_simulated_weekly.csv")
+    (tmp_path / "robyn_dt_simulated_weekly.csv").write_bytes(
+        (PACKAGED_DATA_DIR / "robyn_dt_simulated_weekly.csv").read_bytes())
+    assert resolve_csv("robyn_dt_simulated_weekly.csv") == tmp_path / "robyn_dt_simulated_weekly.csv"
