@@ -1,7 +1,8 @@
 """Feedback providers for the ``query_env`` node, and the human review of a plan.
 
 - **simulator**: rebuild the environment from the JSON spec kept in state
-  (``tools.envs.env_from_spec``) and observe ``MROI_t(b_t)`` (with the family's feedback
+  (``tools.envs.cache.cached_env_from_spec``, one cache per process shared with the
+  langchain tools) and observe ``MROI_t(b_t)`` (with the family's feedback
   noise, seeded by ``(context.seed, env index, round)``). Any generated family works,
   synthetic or data-driven. User-supplied curves (family ``curves``) are Python
   callables and cannot live in JSON state: register them in-process with
@@ -28,7 +29,8 @@ from typing import Any, Callable
 import numpy as np
 from langgraph.types import interrupt
 
-from tools.envs import env_from_spec, make_envs
+from tools.envs import make_envs
+from tools.envs.cache import cached_env_from_spec
 from tools.task import Task
 
 _CURVES: dict[str, dict[str, Any]] = {}
@@ -89,25 +91,19 @@ def _curves_for(kw: dict) -> dict:
     return _CURVES[cid]
 
 
-@lru_cache(maxsize=512)
-def _env_cached(spec_json: str):
-    spec = json.loads(spec_json)
+def get_env(env: dict):
+    """The one-environment batch of a normalised env spec (cached per process)."""
+    spec = dict(env)
     index = spec.pop("index", 0)
     extra = _curves_for(spec.get("kw", {})) if spec["family"] == "curves" else {}
-    return env_from_spec(spec, index, **extra)
-
-
-def get_env(env: dict):
-    """The one-environment batch of an env spec (cached per process)."""
-    with _lock:
-        return _env_cached(json.dumps(env, sort_keys=True))
+    return cached_env_from_spec(spec, index, **extra)
 
 
 @lru_cache(maxsize=512)
 def _oracle_cached(spec_json: str) -> tuple[tuple[float, ...], float]:
     from tools.oracle import oracle_allocation
 
-    env = _env_cached(spec_json)
+    env = get_env(json.loads(spec_json))
     b = oracle_allocation(env)
     return tuple(float(x) for x in b[0]), float(env.value(b)[0])
 
@@ -119,7 +115,7 @@ def oracle(env: dict) -> dict:
 
 
 def simulate(env: dict, allocation: list[float], seed: int, round_: int) -> tuple[list[float], dict]:
-    """Observe MROI for ``allocation`` and score it (noiseless metrics, DESIGN §1)."""
+    """Observe MROI for ``allocation`` and score it (metrics use the noiseless MROI)."""
     from tools.metrics import round_metrics
 
     e = get_env(env)

@@ -15,8 +15,6 @@ that crosses a process or a checkpoint boundary still reaches the same numbers.
 
 from __future__ import annotations
 
-import json
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -24,7 +22,8 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
 from tools.budget import enforce_budget as _enforce_budget
-from tools.envs import EnvBatch, env_from_spec
+from tools.envs import EnvBatch
+from tools.envs.cache import cached_env_from_spec
 from tools.oracle import oracle_allocation as _oracle
 from tools.task import Task
 
@@ -54,12 +53,11 @@ class OracleArgs(BaseModel):
 
 
 class _EnvResolver:
-    """Find environment row ``index`` from the bound batch or a spec (small LRU cache)."""
+    """Find environment row ``index`` from the bound batch or a spec (specs go through the
+    per-process environment cache shared with the graph's simulator feedback)."""
 
-    def __init__(self, env: EnvBatch | None, maxsize: int = 64) -> None:
+    def __init__(self, env: EnvBatch | None) -> None:
         self.env = env
-        self.cache: OrderedDict[str, EnvBatch] = OrderedDict()
-        self.maxsize = maxsize
 
     def __call__(self, spec: dict | None, index: int) -> EnvBatch:
         if spec is None:
@@ -68,18 +66,10 @@ class _EnvResolver:
             if not 0 <= index < self.env.n:
                 raise ValueError(f"index={index} out of range for an environment batch of n={self.env.n}")
             return self.env.subset([index])
-        key = json.dumps([spec, index], sort_keys=True, default=str)
-        if key in self.cache:
-            self.cache.move_to_end(key)
-            return self.cache[key]
         try:
-            env = env_from_spec(spec, index)
+            return cached_env_from_spec(spec, index)
         except IndexError as e:
             raise ValueError(str(e)) from None
-        self.cache[key] = env
-        if len(self.cache) > self.maxsize:
-            self.cache.popitem(last=False)
-        return env
 
 
 def make_tools(env: EnvBatch | None = None) -> list[BaseTool]:
