@@ -1,4 +1,4 @@
-"""Per-round metrics (DESIGN.md §1), all vectorised over a batch, all ``(N,)`` arrays.
+"""Per-round metrics, all vectorised over a batch, all ``(N,)`` arrays.
 
 - ``mroi_var``: population variance of the observed MROI across slots — the paper's
   metric; it is 0 exactly when marginal returns are equalised.

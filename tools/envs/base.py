@@ -11,7 +11,7 @@ it has them, closed forms for ``_value`` (the integral of MROI from 0) and ``_in
 (the generalised inverse of MROI, used by the water-filling oracle). Generic fallbacks
 (Gauss-Legendre integration, vectorised bisection) keep user-supplied curves working.
 
-Conventions (DESIGN.md §1):
+Conventions:
 - MROI is non-increasing in spend, so the value ``V`` is concave and the oracle exact.
 - ``inverse_mroi(lam)`` returns ``inf{x >= 0 : MROI(x) <= lam}`` per slot, capped at the
   budget for generic curves (spend beyond ``B`` is never feasible anyway). At a plateau
@@ -354,7 +354,3 @@ class EnvBatch:
             hist_alloc=np.concatenate([b.hist_alloc for b in batches]),
             hist_mroi=np.concatenate([b.hist_mroi for b in batches]),
         )
-
-    def with_noise(self, noise: float) -> "EnvBatch":
-        """Same environments, different feedback noise (histories unchanged)."""
-        return self._replace(noise=float(noise), spec={**self.spec, "noise": float(noise)} if self.spec else {})
