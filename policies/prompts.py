@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from enum import Enum
 from typing import Literal, Sequence
 
@@ -265,7 +266,8 @@ def format_target(request: DecisionRequest, allocation: Sequence[float],
     return f"{head}<answer>{_vec(x)}</answer>"
 
 
-_NUM = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_PLAIN_NUM = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+_NUM = re.compile(_PLAIN_NUM.pattern + r"(?:[eE][+-]?\d+)?")
 _NONFINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 _ANSWER_OPEN = re.compile(r"<\s*answer\s*>", re.IGNORECASE)
 _ANSWER_CLOSE = re.compile(r"<\s*/\s*answer\s*>", re.IGNORECASE)
@@ -299,6 +301,39 @@ def _answer_body(text: str) -> tuple[str | None, str]:
     if c is None:
         return None, "no </answer> tag"
     return s, ""
+
+
+@dataclass(frozen=True)
+class AnswerShape:
+    """How much of the answer format a text has, whether or not it decodes.
+
+    The GRPO reward gives graded credit for it (``training.rewards``), so a completion
+    that is nearly right scores above garbage. ``n_numbers`` counts plain numbers
+    (``1``, ``-0.5``, ``.5``) in the answer region: inside the first ``<answer>`` (the
+    whole text when there is none), up to the first ``</answer>``, and inside the first
+    ``[...]`` when there is one.
+    """
+
+    has_open: bool
+    has_close: bool
+    has_brackets: bool
+    n_numbers: int
+
+
+def answer_shape(text: str) -> AnswerShape:
+    """The :class:`AnswerShape` of model text (never raises; non-strings as ``str(text)``)."""
+    if not isinstance(text, str):
+        text = "" if text is None else str(text)
+    m = _ANSWER_OPEN.search(text)
+    body = text[m.end():] if m else text
+    c = _ANSWER_CLOSE.search(body)
+    if c:
+        body = body[: c.start()]
+    lb, rb = body.find("["), body.find("]")
+    has_brackets = lb >= 0 and rb > lb
+    if has_brackets:
+        body = body[lb + 1: rb]
+    return AnswerShape(m is not None, c is not None, has_brackets, len(_PLAIN_NUM.findall(body)))
 
 
 def decode(text: str, request: DecisionRequest, encoding: str | None = None) -> Decision:
