@@ -29,8 +29,8 @@ Encodings (named, per role; :data:`DEFAULT_ENCODING`)
 - ``delta`` — the prompt adds, for the latest record, each slot's MROI gap to the mean
   (``gap=[...]``, same normalised scale); the answer is the signed change per slot,
   ``<answer>[d1,...,dT]</answer>``, which the decoder adds to the current allocation
-  (the last record shown). DESIGN.md §4: with ``absolute`` a small Optimizer learned to
-  copy the current plan; with ``delta`` it kept improving every round.
+  (the last record shown). With ``absolute`` a small Optimizer learned to copy the
+  current plan; with ``delta`` it kept improving every round (docs/training.md).
 - ``delta-slope`` — ``delta`` plus a tool-computed observation: ``fall=[...]``, each
   slot's fitted fall of m per unit of b over the window (``-slope``, the same
   least-squares estimate the ``local-model`` baseline uses, same normalised scales), so
@@ -54,16 +54,17 @@ import math
 import re
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal, Sequence
+from typing import Literal, Sequence, cast, get_args
 
 from policies.base import Decision, DecisionRequest
 from tools.task import Record, Task
 
 Encoding = Literal["absolute", "delta", "delta-slope"]
-ENCODINGS: tuple[str, ...] = ("absolute", "delta", "delta-slope")
+"""The prompt encodings (type of an encoding name); :data:`ENCODINGS` lists them."""
+ENCODINGS: tuple[str, ...] = get_args(Encoding)
 DELTA_ENCODINGS: tuple[str, ...] = ("delta", "delta-slope")
 """Encodings whose answer is a signed change applied to the current plan."""
-DEFAULT_ENCODING: dict[str, str] = {"reasoner": "absolute", "optimizer": "delta"}
+DEFAULT_ENCODING: dict[str, Encoding] = {"reasoner": "absolute", "optimizer": "delta"}
 ROLES: tuple[str, ...] = ("reasoner", "optimizer")
 DEFAULT_WINDOW = 3
 """Sliding window w of the Optimizer (the reference code's)."""
@@ -91,14 +92,14 @@ def error_code(error: str | None) -> str | None:
     return error.split(":", 1)[0].strip()
 
 
-def resolve_encoding(role: str, encoding: str | None = None) -> str:
+def resolve_encoding(role: str, encoding: str | None = None) -> Encoding:
     """Validate ``role``/``encoding``; ``None`` means the role's default."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     enc = DEFAULT_ENCODING[role] if encoding is None else encoding
     if enc not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
-    return enc
+    return cast(Encoding, enc)
 
 
 # ---------------------------------------------------------------------------------------

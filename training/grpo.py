@@ -302,12 +302,3 @@ def train(cfg: GRPOConfig, progress: bool = True, model_bundle=None) -> Path:
         print(f"[grpo] adapter written to {final}", flush=True)
     return final
 
-
-def rewards_summary(log_path: str | Path, window: int = 10) -> dict:
-    """First/last ``window``-step mean reward of a run's log (for model cards)."""
-    import json
-
-    rows = [json.loads(x) for x in Path(log_path).read_text().splitlines() if x.strip()]
-    r = np.array([x["train/reward"] for x in rows])
-    return {"steps": len(rows), "first": float(r[:window].mean()) if len(r) else None,
-            "last": float(r[-window:].mean()) if len(r) else None}

@@ -1,4 +1,4 @@
-"""The composite GRPO reward (DESIGN.md §4) as pure, batched numpy functions.
+"""The composite GRPO reward (the reference implementation's terms) as pure, batched numpy functions.
 
 Every term maps arrays over a batch of ``N`` completions to an ``(N,)`` array; nothing
 here touches a model or an environment. Allocation-space amounts are in **units of
