@@ -51,6 +51,7 @@ is NOT enforced here: that is the budget tool's job (``tools.budget``).
 from __future__ import annotations
 
 import math
+import operator
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -245,6 +246,41 @@ def make_request(role: str, task: Task, window: Sequence[Record] | None = None,
     if role == "optimizer":
         recs = recs[-w:]
     return DecisionRequest(role, task, recs)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------
+# answer length
+# ---------------------------------------------------------------------------------------
+MIN_ANSWER_TOKENS = 64
+"""The floor of :func:`answer_token_cap`: the fixed cap every backend used before the cap
+followed T, so short answers keep room for an optional ``<reason>``."""
+_ANSWER_TAG_TOKENS = 8 + 16
+"""``<answer>[``, ``]</answer>`` (8 tokens with the embedded tokenizer) plus 16 of slack."""
+_TOKENS_PER_NUMBER = {"absolute": 7, "delta": 8, "delta-slope": 8}
+"""Per number, comma included: 6 measured for the widest numbers the answer format
+allows (``99.99``, ``-99.99``) with the embedded tokenizer, plus one of margin, plus one
+more for the sign of signed answers (tokenizers that do not merge ``,-``)."""
+
+
+def answer_token_cap(periods: int, encoding: str) -> int:
+    """A generous cap on new tokens for an answer with ``periods`` numbers.
+
+    A fixed cap truncated long answers (64 tokens cut ``absolute`` answers at T >= 13
+    and signed ones near T = 11-12), so callers ask for this per request. The cap is
+    never below :data:`MIN_ANSWER_TOKENS`.
+
+    >>> answer_token_cap(6, "delta"), answer_token_cap(24, "absolute")
+    (72, 192)
+    """
+    try:
+        T = operator.index(periods)
+    except TypeError:
+        T = 0
+    if T < 1 or isinstance(periods, bool):
+        raise ValueError(f"periods must be an integer >= 1, got {periods!r}")
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    return max(MIN_ANSWER_TOKENS, _ANSWER_TAG_TOKENS + _TOKENS_PER_NUMBER[encoding] * T)
 
 
 # ---------------------------------------------------------------------------------------
