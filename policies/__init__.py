@@ -36,7 +36,8 @@ def make_policy(name: str, role: str, backend: str = "local", base: str = "embed
     For ``llm``: ``adapter`` is a LoRA directory for ``role`` (``None`` = the shipped
     adapter if any, ``"none"`` = the plain base model); ``chat_model`` reuses an existing
     backend instead of building one; other keywords go to the backend
-    (``max_new_tokens``, ``temperature``, ``batch_size``, ``base_url`` ...).
+    (``max_new_tokens``, ``temperature``, ``batch_size``, ``base_url`` ...). Without
+    ``max_new_tokens`` each answer may use ``policies.prompts.answer_token_cap(T)`` tokens.
     For baselines, keywords are the baseline's parameters.
     """
     if role not in ROLES:
@@ -53,8 +54,10 @@ def make_policy(name: str, role: str, backend: str = "local", base: str = "embed
                 adapter = None
             adapters = {role: Path(adapter)} if adapter is not None else {}
             chat_model = make_chat_model(backend, base, adapters, **kw)
+            # an explicit cap also caps each call (the policy otherwise follows T)
+            cap = {"max_new_tokens": kw["max_new_tokens"]} if kw.get("max_new_tokens") else {}
             return LLMPolicy(role, chat_model, encoding=encoding,
-                             adapter=role if adapters else None)
+                             adapter=role if adapters else None, **cap)
         return LLMPolicy(role, chat_model, encoding=encoding)
     from policies.baselines import make_baseline
 

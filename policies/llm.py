@@ -2,6 +2,9 @@
 
 Each request is encoded with :mod:`policies.prompts` (the role's encoding), all requests
 go to the backend in ONE batched call, and each answer is decoded back into task units.
+Backends with ``generate_texts`` (local, vllm, openai) are asked for at most
+``prompts.answer_token_cap(T, encoding)`` new tokens, so long answers are not truncated
+by a fixed cap; an explicit ``max_new_tokens`` keyword overrides it.
 Bad model text never raises: the decision carries ``allocation=None`` and a typed parse
 error; the raw text is always kept in ``Decision.text``. A backend failure (e.g. a
 server down) also does not kill the batch: every decision of that call records
@@ -13,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from policies.base import Decision, DecisionRequest
-from policies.prompts import DELTA_ENCODINGS, decode, encode, resolve_encoding
+from policies.prompts import DELTA_ENCODINGS, answer_token_cap, decode, encode, resolve_encoding
 
 
 class LLMPolicy:
@@ -54,9 +57,19 @@ class LLMPolicy:
     def messages(self, request: DecisionRequest) -> list[dict[str, str]]:
         return encode(request, self.encoding)
 
+    def token_cap(self, periods: list[int]) -> int:
+        """New-token cap of one backend call: ``max_new_tokens`` if given, else the
+        largest :func:`policies.prompts.answer_token_cap` of the call's answers."""
+        if self.gen_kw.get("max_new_tokens") is not None:
+            return int(self.gen_kw["max_new_tokens"])
+        return max(answer_token_cap(T, self.encoding) for T in periods)
+
     def _texts(self, prompts: list[list[dict[str, str]]], periods: list[int] | None = None) -> list[str]:
         cm = self.chat_model
         if hasattr(cm, "generate_texts"):
+            kw = dict(self.gen_kw)
+            if periods:
+                kw["max_new_tokens"] = self.token_cap(periods)
             if self.constrained and periods is not None:
                 # one call per answer length T (usually a single group)
                 out: list[str | None] = [None] * len(prompts)
@@ -64,11 +77,12 @@ class LLMPolicy:
                 for T in sorted(set(periods)):
                     idx = [i for i, p in enumerate(periods) if p == T]
                     texts = cm.generate_texts([prompts[i] for i in idx], adapter=self.adapter,
-                                              answer_format=(T, signed), **self.gen_kw)
+                                              answer_format=(T, signed),
+                                              **{**kw, "max_new_tokens": self.token_cap([T])})
                     for i, t in zip(idx, texts):
                         out[i] = t
                 return [o or "" for o in out]
-            return list(cm.generate_texts(prompts, adapter=self.adapter, **self.gen_kw))
+            return list(cm.generate_texts(prompts, adapter=self.adapter, **kw))
         kw = dict(self.gen_kw)
         if self.adapter is not None:
             kw["adapter"] = self.adapter

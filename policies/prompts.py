@@ -29,8 +29,8 @@ Encodings (named, per role; :data:`DEFAULT_ENCODING`)
 - ``delta`` — the prompt adds, for the latest record, each slot's MROI gap to the mean
   (``gap=[...]``, same normalised scale); the answer is the signed change per slot,
   ``<answer>[d1,...,dT]</answer>``, which the decoder adds to the current allocation
-  (the last record shown). DESIGN.md §4: with ``absolute`` a small Optimizer learned to
-  copy the current plan; with ``delta`` it kept improving every round.
+  (the last record shown). With ``absolute`` a small Optimizer learned to copy the
+  current plan; with ``delta`` it kept improving every round (docs/training.md).
 - ``delta-slope`` — ``delta`` plus a tool-computed observation: ``fall=[...]``, each
   slot's fitted fall of m per unit of b over the window (``-slope``, the same
   least-squares estimate the ``local-model`` baseline uses, same normalised scales), so
@@ -51,18 +51,21 @@ is NOT enforced here: that is the budget tool's job (``tools.budget``).
 from __future__ import annotations
 
 import math
+import operator
 import re
+from dataclasses import dataclass
 from enum import Enum
-from typing import Literal, Sequence
+from typing import Literal, Sequence, cast, get_args
 
 from policies.base import Decision, DecisionRequest
 from tools.task import Record, Task
 
 Encoding = Literal["absolute", "delta", "delta-slope"]
-ENCODINGS: tuple[str, ...] = ("absolute", "delta", "delta-slope")
+"""The prompt encodings (type of an encoding name); :data:`ENCODINGS` lists them."""
+ENCODINGS: tuple[str, ...] = get_args(Encoding)
 DELTA_ENCODINGS: tuple[str, ...] = ("delta", "delta-slope")
 """Encodings whose answer is a signed change applied to the current plan."""
-DEFAULT_ENCODING: dict[str, str] = {"reasoner": "absolute", "optimizer": "delta"}
+DEFAULT_ENCODING: dict[str, Encoding] = {"reasoner": "absolute", "optimizer": "delta"}
 ROLES: tuple[str, ...] = ("reasoner", "optimizer")
 DEFAULT_WINDOW = 3
 """Sliding window w of the Optimizer (the reference code's)."""
@@ -90,14 +93,14 @@ def error_code(error: str | None) -> str | None:
     return error.split(":", 1)[0].strip()
 
 
-def resolve_encoding(role: str, encoding: str | None = None) -> str:
+def resolve_encoding(role: str, encoding: str | None = None) -> Encoding:
     """Validate ``role``/``encoding``; ``None`` means the role's default."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     enc = DEFAULT_ENCODING[role] if encoding is None else encoding
     if enc not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
-    return enc
+    return cast(Encoding, enc)
 
 
 # ---------------------------------------------------------------------------------------
@@ -246,6 +249,41 @@ def make_request(role: str, task: Task, window: Sequence[Record] | None = None,
 
 
 # ---------------------------------------------------------------------------------------
+# answer length
+# ---------------------------------------------------------------------------------------
+MIN_ANSWER_TOKENS = 64
+"""The floor of :func:`answer_token_cap`: the fixed cap every backend used before the cap
+followed T, so short answers keep room for an optional ``<reason>``."""
+_ANSWER_TAG_TOKENS = 8 + 16
+"""``<answer>[``, ``]</answer>`` (8 tokens with the embedded tokenizer) plus 16 of slack."""
+_TOKENS_PER_NUMBER = {"absolute": 7, "delta": 8, "delta-slope": 8}
+"""Per number, comma included: 6 measured for the widest numbers the answer format
+allows (``99.99``, ``-99.99``) with the embedded tokenizer, plus one of margin, plus one
+more for the sign of signed answers (tokenizers that do not merge ``,-``)."""
+
+
+def answer_token_cap(periods: int, encoding: str) -> int:
+    """A generous cap on new tokens for an answer with ``periods`` numbers.
+
+    A fixed cap truncated long answers (64 tokens cut ``absolute`` answers at T >= 13
+    and signed ones near T = 11-12), so callers ask for this per request. The cap is
+    never below :data:`MIN_ANSWER_TOKENS`.
+
+    >>> answer_token_cap(6, "delta"), answer_token_cap(24, "absolute")
+    (72, 192)
+    """
+    try:
+        T = operator.index(periods)
+    except TypeError:
+        T = 0
+    if T < 1 or isinstance(periods, bool):
+        raise ValueError(f"periods must be an integer >= 1, got {periods!r}")
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    return max(MIN_ANSWER_TOKENS, _ANSWER_TAG_TOKENS + _TOKENS_PER_NUMBER[encoding] * T)
+
+
+# ---------------------------------------------------------------------------------------
 # target text (SFT) and decoder
 # ---------------------------------------------------------------------------------------
 def format_target(request: DecisionRequest, allocation: Sequence[float],
@@ -265,7 +303,8 @@ def format_target(request: DecisionRequest, allocation: Sequence[float],
     return f"{head}<answer>{_vec(x)}</answer>"
 
 
-_NUM = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_PLAIN_NUM = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+_NUM = re.compile(_PLAIN_NUM.pattern + r"(?:[eE][+-]?\d+)?")
 _NONFINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 _ANSWER_OPEN = re.compile(r"<\s*answer\s*>", re.IGNORECASE)
 _ANSWER_CLOSE = re.compile(r"<\s*/\s*answer\s*>", re.IGNORECASE)
@@ -299,6 +338,39 @@ def _answer_body(text: str) -> tuple[str | None, str]:
     if c is None:
         return None, "no </answer> tag"
     return s, ""
+
+
+@dataclass(frozen=True)
+class AnswerShape:
+    """How much of the answer format a text has, whether or not it decodes.
+
+    The GRPO reward gives graded credit for it (``training.rewards``), so a completion
+    that is nearly right scores above garbage. ``n_numbers`` counts plain numbers
+    (``1``, ``-0.5``, ``.5``) in the answer region: inside the first ``<answer>`` (the
+    whole text when there is none), up to the first ``</answer>``, and inside the first
+    ``[...]`` when there is one.
+    """
+
+    has_open: bool
+    has_close: bool
+    has_brackets: bool
+    n_numbers: int
+
+
+def answer_shape(text: str) -> AnswerShape:
+    """The :class:`AnswerShape` of model text (never raises; non-strings as ``str(text)``)."""
+    if not isinstance(text, str):
+        text = "" if text is None else str(text)
+    m = _ANSWER_OPEN.search(text)
+    body = text[m.end():] if m else text
+    c = _ANSWER_CLOSE.search(body)
+    if c:
+        body = body[: c.start()]
+    lb, rb = body.find("["), body.find("]")
+    has_brackets = lb >= 0 and rb > lb
+    if has_brackets:
+        body = body[lb + 1: rb]
+    return AnswerShape(m is not None, c is not None, has_brackets, len(_PLAIN_NUM.findall(body)))
 
 
 def decode(text: str, request: DecisionRequest, encoding: str | None = None) -> Decision:

@@ -27,14 +27,18 @@ def tiny_chat():
     return LocalChatModel(base="tiny-random", max_new_tokens=60)
 
 
-@pytest.mark.parametrize("role,T", [("reasoner", 1), ("reasoner", 4), ("optimizer", 6)])
-def test_random_model_always_parses_when_constrained(tiny_chat, role, T):
+@pytest.mark.parametrize("role,T,enc", [("reasoner", 1, None), ("reasoner", 4, None), ("optimizer", 6, None),
+                                        ("optimizer", 3, "absolute"), ("reasoner", 5, "delta")])
+def test_random_model_always_parses_when_constrained(tiny_chat, role, T, enc):
     task = Task(budget=T, periods=T, history=[Record(allocation=[1.0] * T, mroi=[0.5] * T)])
     reqs = [DecisionRequest(role, task, task.history)] * 3
-    on = LLMPolicy(role, tiny_chat)
+    on = LLMPolicy(role, tiny_chat, encoding=enc)
     assert on.constrained  # the local backend supports it, so it is on by default
     for d in on.propose(reqs):
-        assert d.error is None or d.error.startswith("negative"), d.error
+        # unsigned numbers for absolute answers, cuts clipped to 0 for signed ones:
+        # every constrained answer decodes
+        assert d.error is None and len(d.allocation) == T, d.error
+        assert all(a >= 0 for a in d.allocation)
         assert d.text.startswith("<answer>[") and d.text.endswith("</answer>")
     off = LLMPolicy(role, tiny_chat, constrained=False)
     assert all(d.error is not None for d in off.propose(reqs))  # a random model cannot write the format

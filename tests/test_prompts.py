@@ -225,3 +225,44 @@ def test_graph_context_lists_the_same_encodings():
     from graph.context import ENCODINGS as GRAPH_ENCODINGS
 
     assert GRAPH_ENCODINGS == ENCODINGS
+
+
+def test_answer_token_cap_fits_the_widest_answers():
+    """Up to T = 24, every answer the enforced format allows (widest numbers: ``99.99``,
+    ``-99.99``) and every ``format_target`` text fit under the cap with the embedded tokenizer."""
+    import regex
+
+    from policies.constrained import answer_pattern
+    from policies.models import embedded_tokenizer
+    from policies.prompts import MIN_ANSWER_TOKENS, answer_token_cap
+
+    tok = embedded_tokenizer()
+
+    def n_tokens(s: str) -> int:
+        return len(tok(s, add_special_tokens=False)["input_ids"]) + 1  # + EOS
+
+    rng = np.random.default_rng(0)
+    for enc in ENCODINGS:
+        signed = enc in DELTA_ENCODINGS
+        widths = ["99.99", "10.00", "0.00"] + (["-99.99", "-10.00", "-0.01"] if signed else [])
+        for T in range(2, 25):
+            cap = answer_token_cap(T, enc)
+            texts = ["<answer>[" + ",".join([w] * T) + "]</answer>" for w in widths]
+            texts.append("<answer>[" + ",".join(rng.choice(widths, T)) + "]</answer>")
+            req = make_request("optimizer", make_task(T=T, seed=T))
+            texts.append(format_target(req, rng.uniform(0, 2 * req.task.unit, T).tolist(), enc))
+            for text in texts:
+                if "<reason>" not in text:
+                    assert regex.fullmatch(answer_pattern(T, signed), text), text
+                assert n_tokens(text) <= cap, (enc, T, n_tokens(text), cap)
+        assert answer_token_cap(24, enc) > 64 >= MIN_ANSWER_TOKENS  # 64 used to truncate T = 24
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "6", True, None])
+def test_answer_token_cap_rejects_bad_periods(bad):
+    from policies.prompts import answer_token_cap
+
+    with pytest.raises(ValueError, match="periods"):
+        answer_token_cap(bad, "delta")
+    with pytest.raises(ValueError, match="encoding"):
+        answer_token_cap(6, "binary")

@@ -58,6 +58,28 @@ def test_constrained_answer_format_is_signed_for_change_encodings(enc, signed):
         assert d.allocation == pytest.approx(task.history[-1].allocation)
 
 
+@pytest.mark.parametrize("enc", ["absolute", "delta", "delta-slope"])
+@pytest.mark.parametrize("constrained", [True, False])
+def test_token_cap_follows_t_per_call(enc, constrained):
+    """Each backend call may use ``answer_token_cap(T)`` tokens; an explicit cap wins."""
+    from policies.prompts import answer_token_cap
+
+    seen = []
+
+    class Backend:
+        def generate_texts(self, prompts, adapter=None, answer_format=None, max_new_tokens=None, **kw):
+            seen.append((len(prompts), max_new_tokens))
+            return [""] * len(prompts)
+
+    reqs = [make_request("optimizer", make_task(T=T)) for T in (6, 24, 24)]
+    LLMPolicy("optimizer", Backend(), encoding=enc, constrained=constrained).propose(reqs)
+    cap6, cap24 = answer_token_cap(6, enc), answer_token_cap(24, enc)
+    assert seen == ([(1, cap6), (2, cap24)] if constrained else [(3, cap24)])
+    seen.clear()
+    LLMPolicy("optimizer", Backend(), encoding=enc, constrained=constrained, max_new_tokens=5).propose(reqs)
+    assert {cap for _, cap in seen} == {5}
+
+
 def test_make_policy_baseline_and_lazy_torch():
     import subprocess
 
@@ -67,10 +89,13 @@ def test_make_policy_baseline_and_lazy_torch():
     assert out.stdout.split() == ["uniform", "False"]
 
 
-def test_shipped_adapter_none_or_dir():
+def test_shipped_adapters_exist():
+    from policies import ADAPTERS_DIR
+
     for role in ("reasoner", "optimizer"):
-        p = shipped_adapter(role)
-        assert p is None or (p / "adapter_config.json").is_file()
+        assert shipped_adapter(role) == ADAPTERS_DIR / role
+        assert (ADAPTERS_DIR / role / "adapter_config.json").is_file()
+        assert (ADAPTERS_DIR / role / "adapter_model.safetensors").is_file()
     with pytest.raises(ValueError, match="role"):
         shipped_adapter("critic")
 

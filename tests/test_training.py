@@ -62,6 +62,65 @@ def test_lr_schedule():
     assert c.lr_at(50) < c.lr_at(20)
 
 
+def test_saved_run_configs_are_config_files():
+    """Every committed run's config.json goes back in through ``--config`` (flags still win)."""
+    from pathlib import Path
+
+    from training.config import build_train_config
+
+    runs = sorted((Path(__file__).resolve().parent.parent / "training" / "runs").glob("*/config.json"))
+    assert runs
+    for path in runs:
+        mode = json.loads(path.read_text())["mode"]
+        # init_adapter paths are relative to where each run was started
+        cfg = build_train_config(mode, str(path), {"init_adapter": "none", "steps": "3"})
+        assert cfg.steps == 3 and cfg.init_adapter is None
+        if mode == "grpo":
+            assert cfg.max_new_tokens == 48  # old runs keep their explicit cap
+    grpo_run = next(p for p in runs if json.loads(p.read_text())["mode"] == "grpo")
+    with pytest.raises(ValueError, match="mode"):
+        build_train_config("sft", str(grpo_run), {"init_adapter": "none"})
+
+
+def test_grpo_token_cap_follows_t_unless_set():
+    from policies.prompts import answer_token_cap
+
+    cfg = GRPOConfig(role="optimizer")
+    assert cfg.max_new_tokens is None
+    assert cfg.completion_cap([6, 24]) == answer_token_cap(24, "delta") > 64
+    assert GRPOConfig(role="optimizer", max_new_tokens=48).completion_cap([24]) == 48
+    args = {"max_new_tokens": "24"}
+    assert build_config(GRPOConfig, flags=args).max_new_tokens == 24
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        build_config(GRPOConfig, flags={"max_new_tokens": "0"})
+
+
+def test_resume_from_saved_config(tmp_path, capsys):
+    """``--config OUT/config.json --resume`` continues the run (the saved file has a ``mode`` key)."""
+    from training.cli import main
+
+    out = tmp_path / "run"
+    common = ["--base", "tiny-random", "--families", "quadratic", "--env-pool", "8", "--max-rounds", "3",
+              "--prompts-per-step", "1", "--group-size", "2", "--save-every", "1", "--no-bf16",
+              "--max-new-tokens", "6"]
+    assert main(["grpo", "--role", "optimizer", "--steps", "1", "--out", str(out), *common]) == 0
+    assert main(["grpo", "--config", str(out / "config.json"), "--steps", "2", "--resume"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["mode"] == "grpo" and saved["steps"] == 2 and saved["rollout"]["env_pool"] == 8
+
+
+def test_eval_enforces_the_answer_format_like_inference():
+    """``dara train eval`` decodes as the graph does: even a random model's answers parse."""
+    from training.evaluate import evaluate
+
+    res = evaluate(role="optimizer", base="tiny-random", n=3, bf16=False)
+    assert res["parse_error_rate"] == 0.0, res["errors"]
+    assert res["example"].startswith("<answer>[") and res["example"].endswith("]</answer>")
+
+
 def test_cli_rejects_bad_flag_cleanly(capsys):
     from training.cli import main
 

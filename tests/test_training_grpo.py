@@ -213,6 +213,21 @@ def test_resume_reproduces_next_step(tmp_path, fake_reward):
         assert torch.allclose(wa[k], wb[k], atol=1e-6), k
 
 
+def test_step_with_the_real_reward(tmp_path):
+    """One step scored by ``training.rewards.score`` itself: constrained sampling makes
+    even a random model's answers parse, so every term is live and the format is full."""
+    cfg = _cfg(tmp_path, steps=1, max_new_tokens=None)
+    model, tok, opt, params = grpo.setup(cfg)
+    src = grpo.PromptSource(cfg.rollout, cfg.role, seed=cfg.seed)
+    row = grpo.train_step(model, tok, opt, params, src, cfg, 1)
+    assert row["train/parse_error_rate"] == 0.0
+    assert row["train/reward/format"] == pytest.approx(1.0)
+    assert row["train/reward/env"] < 0 and np.isfinite(row["train/env_gain"])
+    parts = sum(row[f"train/reward/{k}"] for k in ("env", "constraint", "bonus", "format"))
+    assert row["train/reward"] == pytest.approx(parts)
+    assert row["train/reward_std"] > 0  # distinct samples, distinct rewards: a learning signal
+
+
 def test_adapter_loads_in_local_backend(tmp_path, fake_reward):
     cfg = _cfg(tmp_path, steps=1)
     grpo.train(cfg, progress=False)

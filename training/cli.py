@@ -8,7 +8,7 @@
     dara train eval --role reasoner --adapter runs/sft-reasoner/adapter --n 64
 
 Every config field is a flag (``dara train sft --help``); ``--config FILE`` (JSON or
-YAML) sets many at once and flags override it. ``--ref-sync-every never`` (or 0) trains
+YAML; a run's own ``OUT/config.json`` works) sets many at once and flags override it. ``--ref-sync-every never`` (or 0) trains
 plain GRPO with a fixed reference. Each run writes ``OUT/log.jsonl``, ``OUT/config.json``,
 resumable ``OUT/checkpoint/`` and the PEFT adapter ``OUT/adapter/``.
 """
@@ -20,7 +20,7 @@ import json
 import os
 import sys
 
-from training.config import GRPOConfig, SFTConfig, add_flags, build_config
+from training.config import GRPOConfig, SFTConfig, add_flags, build_train_config
 
 MODES = {"sft": SFTConfig, "grpo": GRPOConfig}
 
@@ -45,7 +45,8 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=64, help="Held-out environments.")
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="Token cap per answer (default: follows T, as inference).")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--json", default=None, help="Also write the result to this file.")
     return p
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(_parser(mode).parse_args(rest))
     file = args.pop("config", None)
     try:
-        cfg = build_config(MODES[mode], file=file, flags=args)
+        cfg = build_train_config(mode, file=file, flags=args)
     except (ValueError, FileNotFoundError) as e:
         print(f"dara train {mode}: {e}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Shared plumbing of the two trainers: model + LoRA setup, tokenising, log-probs on
 completion positions only, adapter IO, checkpoints, the JSONL log.
 
-Speed recipe on CPU (DESIGN.md §4, measured 4.5x in all): bf16 autocast; left padding
+Speed recipe on CPU (4.5x in all, measured step by step in docs/training.md): bf16 autocast; left padding
 so completions end together; logits only for completion positions (``logits_to_keep``);
 LoRA on the top layers only, so backward stops there.
 """

@@ -11,7 +11,9 @@ then command-line flags. Flags are generated from the fields (``ref_sync_every``
 - :class:`SFTConfig`, :class:`GRPOConfig` — the two trainers; each holds the three above.
 
 Derived values are properties; ``validate()`` raises ``ValueError`` naming the field and
-the bad value.
+the bad value. A run's saved ``OUT/config.json`` (the resolved config plus its ``mode``)
+is itself a valid config file (:func:`build_train_config`), so a run can be resumed or
+repeated from it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from tools.config_flags import add_flags, build_config, check_nonnegative as _no
 from tools.config_flags import described, from_dict, read_file, to_dict
 
 __all__ = ["RolloutConfig", "RewardConfig", "LoraConfig", "SFTConfig", "GRPOConfig", "ROLES",
-           "add_flags", "build_config", "from_dict", "read_file", "to_dict"]
+           "add_flags", "build_config", "build_train_config", "from_dict", "read_file", "to_dict"]
 
 
 _h = described
@@ -116,7 +118,7 @@ class LoraConfig:
     alpha: int = _h(32, "LoRA alpha (scale = alpha / r).")
     dropout: float = _h(0.0, "LoRA dropout (GRPO always runs with dropout off).")
     top_layers: int = _h(10, "Put LoRA on the top N transformer layers only (0 = all); "
-                         "backward then stops early (DESIGN.md §4: ~1.8x faster).")
+                         "backward then stops early (~1.8x faster SFT steps, docs/training.md).")
     target_modules: list[str] = _h(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                                    "Linear modules that get LoRA.")
 
@@ -236,7 +238,8 @@ class GRPOConfig(_Common):
     ref_sync_alpha: float = _h(1.0, "Refresh mixing: ref <- alpha*policy + (1-alpha)*ref (1 = hard copy).")
     temperature: float = _h(1.0, "Sampling temperature.")
     top_p: float = _h(1.0, "Nucleus sampling mass.")
-    max_new_tokens: int = _h(48, "Completion cap (<answer>[...]</answer> is ~38 tokens at T=6).")
+    max_new_tokens: int | None = _h(None, "Completion cap in tokens (default: follows T, the largest "
+                                    "policies.prompts.answer_token_cap of the step's prompts).")
     constrained: bool = _h(True, "Sample with the answer format enforced (policies.constrained), as the "
                            "local backend decodes at inference; the model still picks every digit.")
     loss_agg: str = _h("token", "Loss aggregation: 'token' (mean over all completion tokens) or "
@@ -262,7 +265,8 @@ class GRPOConfig(_Common):
         _pos("temperature", self.temperature)
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        _pos("max_new_tokens", self.max_new_tokens)
+        if self.max_new_tokens is not None:
+            _pos("max_new_tokens", self.max_new_tokens)
         if self.loss_agg not in ("token", "sequence"):
             raise ValueError(f"loss_agg must be 'token' or 'sequence', got {self.loss_agg!r}")
         _pos("adv_eps", self.adv_eps)
@@ -272,6 +276,15 @@ class GRPOConfig(_Common):
     def clip_high(self) -> float:
         return self.eps if self.eps_high is None else self.eps_high
 
+    def completion_cap(self, periods: list[int]) -> int:
+        """Max new tokens when sampling answers with ``periods`` slots: ``max_new_tokens``
+        if set, else the largest ``policies.prompts.answer_token_cap`` among them."""
+        if self.max_new_tokens is not None:
+            return self.max_new_tokens
+        from policies.prompts import answer_token_cap
+
+        return max(answer_token_cap(T, self.resolved_encoding) for T in periods)
+
     @property
     def batch_completions(self) -> int:
         return self.prompts_per_step * self.group_size
@@ -279,3 +292,21 @@ class GRPOConfig(_Common):
     def refresh_due(self, step: int) -> bool:
         """True when the reference is refreshed at the end of ``step``."""
         return self.ref_sync_every > 0 and step % self.ref_sync_every == 0
+
+
+def build_train_config(mode: str, file: str | None = None, flags: dict | None = None):
+    """The :class:`SFTConfig` (``mode="sft"``) or :class:`GRPOConfig` (``"grpo"``) from
+    defaults < ``file`` < ``flags`` (dotted keys, as from :func:`add_flags`), validated.
+
+    ``file`` may be a run's saved ``config.json``: its ``mode`` key must match ``mode``
+    and is dropped (it names the trainer, it is not a field).
+    """
+    classes = {"sft": SFTConfig, "grpo": GRPOConfig}
+    if mode not in classes:
+        raise ValueError(f"mode must be one of {', '.join(classes)}, got {mode!r}")
+    data = read_file(file) if file else {}
+    saved = data.pop("mode", mode)
+    if saved != mode:
+        raise ValueError(f"mode: {file} holds a {saved!r} config, not {mode!r}")
+    # the file's values take the place of defaults; given flags still override them
+    return build_config(classes[mode], flags=data, **(flags or {}))

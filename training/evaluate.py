@@ -2,11 +2,14 @@
 
 One decision per environment (no graph): the Reasoner's round-1 answer from the few-shot
 history, or the Optimizer's answer on a chained window (rounds 2..K, same recipe as
-training but a held-out seed). Answers are decoded with ``policies.prompts.decode``,
-projected onto the budget set (``tools.budget.project``) and scored by value regret
-(``tools.metrics.regret``). Unparseable answers fall back to the current plan (the last
-record shown) and count in ``parse_error_rate``. The numeric teacher and "keep the
-current plan" are reported beside it. The full per-round comparison is ``dara bench``.
+training but a held-out seed). Answers come from ``policies.llm.LLMPolicy`` on the local
+backend, exactly as the graph asks for them: the answer format is enforced
+(``policies.constrained``) and the token cap follows T, so ``parse_error_rate`` is the
+rate the graph sees. They are projected onto the budget set (``tools.budget.project``)
+and scored by value regret (``tools.metrics.regret``). Unparseable answers fall back to
+the current plan (the last record shown) and count in ``parse_error_rate``. The numeric
+teacher and "keep the current plan" are reported beside it. The full per-round
+comparison is ``dara bench``.
 """
 
 from __future__ import annotations
@@ -18,9 +21,15 @@ import numpy as np
 
 def evaluate(role: str = "reasoner", adapter: str | None = None, base: str = "embedded",
              encoding: str | None = None, family: str = "quadratic", n: int = 64, seed: int = 12345,
-             batch_size: int = 32, max_new_tokens: int = 64, bf16: bool = True, teacher: str = "local-model") -> dict:
+             batch_size: int = 32, max_new_tokens: int | None = None, bf16: bool = True,
+             teacher: str = "local-model") -> dict:
+    """Regret and parse-error rate of ``adapter`` (``None`` = the base model) for ``role``.
+
+    ``max_new_tokens`` ``None`` = the graph's cap (``policies.prompts.answer_token_cap``).
+    """
     from policies.backends.local import LocalChatModel
-    from policies.prompts import decode, encode, resolve_encoding
+    from policies.llm import LLMPolicy
+    from policies.prompts import resolve_encoding
     from tools.budget import project
     from tools.metrics import regret
     from training.rollouts import heldout_prompts
@@ -29,14 +38,19 @@ def evaluate(role: str = "reasoner", adapter: str | None = None, base: str = "em
     p = heldout_prompts(role, family=family, n=n, seed=seed)
     env = p.envs[0].subset(p.env_row)
     chat = LocalChatModel(base=base, adapters={role: adapter} if adapter else {}, bf16=bf16,
-                          batch_size=batch_size, max_new_tokens=max_new_tokens, coalesce=False)
+                          batch_size=batch_size, coalesce=False)
+    cap = {} if max_new_tokens is None else {"max_new_tokens": int(max_new_tokens)}
+    policy = LLMPolicy(role, chat, encoding=enc, adapter=role if adapter else None, **cap)
     t0 = time.time()
-    texts = chat.generate_texts([encode(q, enc) for q in p.requests], adapter=role if adapter else None)
+    decisions = policy.propose(p.requests)
     secs = time.time() - t0
+    failed = [d for d in decisions if d.meta.get("error_code") == "backend"]
+    if failed:  # a broken model is not a parse error
+        raise RuntimeError(f"dara train eval: {failed[0].error}")
+    texts = [d.text for d in decisions]
     current = p.win_alloc[:, -1]
     alloc, errors = current.copy(), []
-    for i, (t, q) in enumerate(zip(texts, p.requests)):
-        d = decode(t, q, enc)
+    for i, d in enumerate(decisions):
         if d.allocation is None:
             errors.append(d.error)
         else:

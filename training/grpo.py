@@ -135,9 +135,12 @@ def completion_mask(ids: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor
 
 @torch.no_grad()
 def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seed: int,
-           answer_formats: list[tuple[int, bool]] | None = None):
+           answer_formats: list[tuple[int, bool]] | None = None, max_new_tokens: int | None = None):
     """Sample one completion per prompt with the policy adapter; returns
     ``(prompt_ids (B,P), prompt_mask, completion_ids (B,K), completion_mask (B,K), texts)``.
+
+    At most ``max_new_tokens`` new tokens (default ``cfg.max_new_tokens``; one of the two
+    must be set: ``train_step`` passes ``cfg.completion_cap`` of the step's prompts).
 
     With ``answer_formats`` (``(T, signed)`` per prompt) sampling is constrained to the
     answer format exactly as the local backend decodes at inference (the log-probs used
@@ -157,7 +160,7 @@ def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seed: int,
     torch.manual_seed(seed)
     with common.autocast(cfg.bf16):
         gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=cfg.temperature,
-                             top_p=cfg.top_p, top_k=0, max_new_tokens=cfg.max_new_tokens,
+                             top_p=cfg.top_p, top_k=0, max_new_tokens=max_new_tokens or cfg.max_new_tokens,
                              pad_token_id=fill, eos_token_id=tok.eos_token_id,
                              stop_strings=["</answer>"], tokenizer=tok, use_cache=True, **extra)
     comp = gen[:, ids.shape[1]:]
@@ -193,7 +196,8 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
 
     # --- rollout -----------------------------------------------------------------------
     formats = ([(r.task.periods, enc in DELTA_ENCODINGS) for r in prompts.requests] if cfg.constrained else None)
-    ids, mask, comp, cmask, texts = sample(model, tok, p_ids, cfg, step_seed(cfg.seed, step), formats)
+    cap = cfg.completion_cap([r.task.periods for r in prompts.requests])
+    ids, mask, comp, cmask, texts = sample(model, tok, p_ids, cfg, step_seed(cfg.seed, step), formats, cap)
     t_gen = time.time() - t0
     total, terms, parsed = score(texts, prompts.requests, prompts.mroi, enc, cfg.reward)
     rewards = torch.tensor(total, dtype=torch.float32).view(P, G)
@@ -302,12 +306,3 @@ def train(cfg: GRPOConfig, progress: bool = True, model_bundle=None) -> Path:
         print(f"[grpo] adapter written to {final}", flush=True)
     return final
 
-
-def rewards_summary(log_path: str | Path, window: int = 10) -> dict:
-    """First/last ``window``-step mean reward of a run's log (for model cards)."""
-    import json
-
-    rows = [json.loads(x) for x in Path(log_path).read_text().splitlines() if x.strip()]
-    r = np.array([x["train/reward"] for x in rows])
-    return {"steps": len(rows), "first": float(r[:window].mean()) if len(r) else None,
-            "last": float(r[-window:].mean()) if len(r) else None}

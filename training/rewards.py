@@ -1,4 +1,4 @@
-"""The composite GRPO reward (DESIGN.md §4) as pure, batched numpy functions.
+"""The composite GRPO reward (the reference implementation's terms) as pure, batched numpy functions.
 
 Every term maps arrays over a batch of ``N`` completions to an ``(N,)`` array; nothing
 here touches a model or an environment. Allocation-space amounts are in **units of
@@ -23,13 +23,13 @@ Terms (:func:`composite` returns the total and each of them):
 - ``format``: graded partial credit in [0, 1]: ``<answer>`` 0.25, ``</answer>`` 0.25,
   a bracketed list 0.25, the number count ``0.25 * max(0, 1 - |n - T| / T)``.
 
-:func:`parse_completions` turns model texts into the arrays these functions take (via
-``policies.prompts.decode``, the same decoder inference uses).
+:func:`parse_completions` turns model texts into the arrays these functions take: it
+reads text only through ``policies.prompts`` (``decode``, the decoder inference uses, and
+``answer_shape`` for the format flags and number count), so there is one answer parser.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -214,11 +214,6 @@ def composite(*, alloc_units, ok, n_numbers, has_open, has_close, has_brackets, 
 # ---------------------------------------------------------------------------------------
 # from text to arrays
 # ---------------------------------------------------------------------------------------
-_OPEN = re.compile(r"<\s*answer\s*>", re.IGNORECASE)
-_CLOSE = re.compile(r"<\s*/\s*answer\s*>", re.IGNORECASE)
-_NUMS = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
-
-
 @dataclass
 class Parsed:
     """Completions as arrays: ``alloc_units (N,T)`` (NaN rows where ``ok`` is False),
@@ -239,27 +234,13 @@ class Parsed:
         return float(1.0 - self.ok.mean()) if self.ok.size else 0.0
 
 
-def _answer_region(text: str) -> tuple[str, bool, bool, bool]:
-    m = _OPEN.search(text)
-    body = text[m.end():] if m else text
-    c = _CLOSE.search(body)
-    if c:
-        body = body[: c.start()]
-    has_close = bool(_CLOSE.search(text[m.end():] if m else text))
-    lb, rb = body.find("["), body.find("]")
-    has_br = lb >= 0 and rb > lb
-    if has_br:
-        body = body[lb + 1: rb]
-    return body, bool(m), has_close, has_br
-
-
 def parse_completions(texts: Sequence[str], requests: Sequence, encoding: str | None = None) -> Parsed:
     """Decode each text with ``policies.prompts.decode`` and measure its format.
 
-    All requests must have the same number of slots T. The number count is taken from
-    the answer region (inside ``<answer>``/brackets when present, else the whole text).
+    All requests must have the same number of slots T. The format flags and the number
+    count are ``policies.prompts.answer_shape`` (a parsed answer counts as T numbers).
     """
-    from policies.prompts import decode, error_code
+    from policies.prompts import answer_shape, decode, error_code
 
     N = len(texts)
     T = requests[0].task.periods if N else 0
@@ -272,8 +253,9 @@ def parse_completions(texts: Sequence[str], requests: Sequence, encoding: str | 
     for i, (text, req) in enumerate(zip(texts, requests)):
         if req.task.periods != T:
             raise ValueError(f"parse_completions: request {i} has T={req.task.periods}, expected {T}")
-        body, h_open[i], h_close[i], h_br[i] = _answer_region(text)
-        n_num[i] = len(_NUMS.findall(body))
+        shape = answer_shape(text)
+        h_open[i], h_close[i], h_br[i], n_num[i] = (shape.has_open, shape.has_close,
+                                                    shape.has_brackets, shape.n_numbers)
         d = decode(text, req, encoding)
         if d.allocation is not None:
             ok[i] = True

@@ -5,7 +5,7 @@ seed and step), asks the teacher (default ``local-model``, which sees only the w
 prompt shows, never the oracle) for a feasible allocation, and trains the LoRA adapter on
 ``format_target(request, teacher allocation)`` + EOS with a completion-only loss.
 
-CPU speed recipe (DESIGN.md §4): bf16 autocast, left padding so completions end
+CPU speed recipe (measured in docs/training.md): bf16 autocast, left padding so completions end
 together, logits only on completion positions (``logits_to_keep``), LoRA on the top
 layers only. Checkpoints (adapter, optimizer, rng states, step) every ``save_every``
 steps; ``resume=True`` continues from ``OUT/checkpoint``. ``OUT/log.jsonl`` gets one line
@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from training import common
@@ -27,7 +26,12 @@ from training.rollouts import PromptSource
 
 
 def build_batch(prompts, teacher_alloc, tok, encoding: str):
-    """``(input_ids, attention_mask, k, completion_mask (B,k), n_completion_tokens)``."""
+    """``(input_ids, attention_mask, k, completion_mask)`` for a batch of prompts + targets.
+
+    Rows are left-padded so every completion ends at the last position; ``k`` is the
+    longest completion (target + EOS) and ``completion_mask`` ``(B, k)`` is 1 exactly on
+    each row's completion tokens within those last ``k`` positions.
+    """
     from policies.prompts import encode, format_target
 
     p_ids = common.prompt_ids(tok, [encode(r, encoding) for r in prompts.requests])
@@ -104,13 +108,3 @@ def train(cfg: SFTConfig, progress: bool = True) -> Path:
         print(f"[sft] adapter written to {final}", flush=True)
     return final
 
-
-def teacher_texts(cfg: SFTConfig, n: int, step: int = 1) -> list[tuple[list[dict], str]]:
-    """``(messages, target)`` pairs the trainer would use at ``step`` (inspection/docs)."""
-    from policies.prompts import encode, format_target
-
-    src = PromptSource(cfg.rollout, cfg.role, seed=cfg.seed)
-    p = src.batch(n, step)
-    t = p.teacher(cfg.teacher)
-    enc = cfg.resolved_encoding
-    return [(encode(r, enc), format_target(r, a, enc)) for r, a in zip(p.requests, np.asarray(t))]
