@@ -13,7 +13,7 @@ feedback, so the generalist recipe draws, per step and per prompt:
   ``bounds_share`` of tasks, per-slot lower and upper limits.
 
 Each prompt's environment is generated alone (``make_envs(n=1)``) from a seed derived from
-``(seed, step, prompt)``, so a batch is a pure function of ``(cfg, seed, step)`` exactly as
+``(seed, env_seed, step, prompt)``, so a batch is a pure function of ``(cfg, seed, step)`` exactly as
 with the fixed pool, and ``--resume`` reproduces the next batch.
 """
 
@@ -135,7 +135,7 @@ def generalist_batch(source, n: int, step: int):
     from training.rollouts import Prompts, _records, chain_pool
 
     cfg, role = source.cfg, source.role
-    rng = np.random.default_rng(np.random.SeedSequence(source.seed, spawn_key=(int(step),)))
+    rng = np.random.default_rng(np.random.SeedSequence([source.seed, cfg.env_seed], spawn_key=(int(step),)))
     recipes = draw_recipes(cfg, n, rng)
     envs = [r.build() for r in recipes]
     T, H = recipes[0].periods, recipes[0].history
