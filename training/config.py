@@ -53,6 +53,14 @@ class RolloutConfig:
                               "allocations, so windows cover imperfect trajectories.")
     env_pool: int = _h(4096, "Environments generated per family (prompts sample from them).")
     env_seed: int = _h(1000, "Seed of the training environments (held-out evaluation uses others).")
+    # The generalist distribution (training.distribution): any of these set = a fresh
+    # environment per prompt instead of the fixed pool above.
+    periods_range: list[int] = _h([], "[low, high]: slots T drawn per step (empty = fixed `periods`).")
+    history_range: list[int] = _h([], "[low, high]: history rows drawn per step (empty = fixed `history`).")
+    budget_range: list[float] = _h([], "[low, high]: budget drawn log-uniformly per prompt (empty = fixed `budget`).")
+    noise_range: list[float] = _h([], "[low, high]: observation noise (CV) drawn per prompt, on history "
+                                  "and feedback (empty = fixed `noise`).")
+    bounds_share: float = _h(0.0, "Share of prompts whose task has per-slot lower/upper limits.")
 
     def validate(self) -> None:
         from tools.envs import FAMILIES
@@ -71,6 +79,9 @@ class RolloutConfig:
             raise ValueError(f"max_rounds must be >= 2 (the Optimizer acts from round 2), got {self.max_rounds}")
         _nonneg("teacher_noise", self.teacher_noise)
         _pos("env_pool", self.env_pool)
+        from training.distribution import validate_ranges
+
+        validate_ranges(self)
 
 
 @dataclass

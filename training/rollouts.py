@@ -152,7 +152,10 @@ class PromptSource:
         self.chain = chain if chain is not None else baseline_chain(cfg.chain_policy)
         self.reasoner = reasoner
         self.envs: list[EnvBatch] = []
-        for j, fam in enumerate(cfg.families):
+        from training.distribution import is_generalist
+
+        self.generalist = is_generalist(cfg)
+        for j, fam in enumerate([] if self.generalist else cfg.families):
             self.envs.append(make_envs(fam, cfg.env_pool, periods=cfg.periods, budget=cfg.budget,
                                        seed=cfg.env_seed + 7919 * j, noise=cfg.noise, history=cfg.history))
         self._tasks: dict[tuple[int, int], Task] = {}
@@ -165,6 +168,10 @@ class PromptSource:
 
     def batch(self, n: int, step: int) -> Prompts:
         """``n`` prompts for ``step`` — a pure function of ``(cfg, seed, step)``."""
+        if self.generalist:
+            from training.distribution import generalist_batch
+
+            return generalist_batch(self, n, step)
         rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(int(step),)))
         fam = rng.integers(0, len(self.envs), size=n)
         rows = rng.integers(0, self.cfg.env_pool, size=n)

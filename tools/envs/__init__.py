@@ -16,7 +16,10 @@ from typing import Any
 import numpy as np
 
 from tools.envs.base import BLOCK, EnvBatch
+from tools.envs.media import BUILDERS as _MEDIA
 from tools.envs.synthetic import BUILDERS as _SYN
+
+_SYN = {**_SYN, **_MEDIA}  # every synthetic family (B and T from the caller)
 
 __all__ = ["make_envs", "env_from_spec", "FAMILIES", "EnvBatch", "BLOCK"]
 
@@ -25,6 +28,7 @@ FAMILIES: tuple[str, ...] = (
     "quadratic",
     "exponential",
     "hill",
+    "media",
     "curves",
     "robyn",
     "meridian-national",

@@ -1,0 +1,162 @@
+"""The generalist training distribution: a fresh task recipe per prompt.
+
+A fixed pool of T = 6, B = 6, noiseless environments teaches an adapter one box. Analysts
+bring 3 channels or 24 hours, budgets of 1 or 10^6, per-channel limits and noisy
+feedback, so the generalist recipe draws, per step and per prompt:
+
+- per step: the slot count ``T ~ U{periods_range}`` and the number of history rows
+  ``H ~ U{history_range}`` (one of each per step keeps a batch's arrays rectangular;
+  across steps every combination is visited);
+- per prompt: the family (evenly over ``families``), the budget ``B ~ logU(budget_range)``
+  (prompts are scale-free, so this checks that nothing leaks scale), the observation
+  noise ``cv ~ U(noise_range)`` (on history and feedback alike), and, in a share
+  ``bounds_share`` of tasks, per-slot lower and upper limits.
+
+Each prompt's environment is generated alone (``make_envs(n=1)``) from a seed derived from
+``(seed, env_seed, step, prompt)``, so a batch is a pure function of ``(cfg, seed, step)`` exactly as
+with the fixed pool, and ``--resume`` reproduces the next batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from tools.envs import EnvBatch, make_envs
+
+
+@dataclass(frozen=True)
+class TaskRecipe:
+    """What one training prompt's environment is made of."""
+
+    family: str
+    periods: int
+    history: int
+    budget: float
+    noise: float
+    seed: int
+    lower: tuple[float, ...] | None = None
+    upper: tuple[float, ...] | None = None
+
+    def build(self) -> EnvBatch:
+        """The environment (a batch of one)."""
+        kw = {}
+        if self.lower is not None:
+            kw["lower"] = list(self.lower)
+        if self.upper is not None:
+            kw["upper"] = list(self.upper)
+        return make_envs(self.family, 1, periods=self.periods, budget=self.budget, seed=self.seed,
+                         noise=self.noise, history=self.history, **kw)
+
+
+def _int_range(name: str, r, default: int) -> tuple[int, int]:
+    if not r:
+        return default, default
+    lo, hi = int(r[0]), int(r[-1])
+    if lo > hi:
+        raise ValueError(f"{name} must be [low, high] with low <= high, got {list(r)!r}")
+    return lo, hi
+
+
+def draw_bounds(rng: np.random.Generator, T: int, budget: float) -> tuple[tuple | None, tuple | None]:
+    """Per-slot limits a planner meets: about 40% of slots get a floor of 10-60% of the
+    uniform share, about 40% a cap of 1.2-2.5x it. Always feasible (floors sum below B,
+    caps above it)."""
+    u = budget / T
+    lo = np.where(rng.uniform(size=T) < 0.4, rng.uniform(0.1, 0.6, size=T) * u, 0.0)
+    hi = np.where(rng.uniform(size=T) < 0.4, rng.uniform(1.2, 2.5, size=T) * u, np.inf)
+    if np.isfinite(hi).all() and hi.sum() < budget:  # cannot happen with caps >= 1.2u; kept as a guard
+        hi[:] = np.inf
+    lower = tuple(float(x) for x in lo) if (lo > 0).any() else None
+    upper = tuple(float(x) for x in hi) if np.isfinite(hi).any() else None
+    return lower, upper
+
+
+def draw_recipes(cfg, n: int, rng: np.random.Generator) -> list[TaskRecipe]:
+    """``n`` recipes for one step (``cfg`` is a ``training.config.RolloutConfig``)."""
+    t_lo, t_hi = _int_range("periods_range", cfg.periods_range, cfg.periods)
+    h_lo, h_hi = _int_range("history_range", cfg.history_range, cfg.history)
+    T = int(rng.integers(t_lo, t_hi + 1))
+    H = int(rng.integers(h_lo, h_hi + 1))
+    out = []
+    for _ in range(n):
+        family = cfg.families[int(rng.integers(0, len(cfg.families)))]
+        if cfg.budget_range:
+            b_lo, b_hi = float(cfg.budget_range[0]), float(cfg.budget_range[-1])
+            budget = float(math.exp(rng.uniform(math.log(b_lo), math.log(b_hi))))
+        else:
+            budget = float(cfg.budget)
+        noise = float(rng.uniform(cfg.noise_range[0], cfg.noise_range[-1])) if cfg.noise_range else float(cfg.noise)
+        lower = upper = None
+        if cfg.bounds_share > 0 and rng.uniform() < cfg.bounds_share:
+            lower, upper = draw_bounds(rng, T, budget)
+        seed = int(rng.integers(0, 2**31 - 1))
+        out.append(TaskRecipe(family, T, H, budget, noise, seed, lower, upper))
+    return out
+
+
+def validate_ranges(cfg) -> None:
+    """Checks of the generalist fields of a ``RolloutConfig`` (called by its ``validate``)."""
+    for name, lo_min in (("periods_range", 1), ("history_range", 0)):
+        r = getattr(cfg, name)
+        if r:
+            if len(r) != 2:
+                raise ValueError(f"{name} must be [low, high], got {list(r)!r}")
+            lo, hi = _int_range(name, r, 0)
+            if lo < lo_min:
+                raise ValueError(f"{name} must start at >= {lo_min}, got {list(r)!r}")
+    if cfg.history_range and cfg.history_range[0] < cfg.window - 1:
+        raise ValueError(f"history_range {list(cfg.history_range)!r}: windows of {cfg.window} records "
+                         f"need at least {cfg.window - 1} history rows")
+    if cfg.budget_range:
+        b = cfg.budget_range
+        if len(b) != 2 or not (0 < b[0] <= b[1]) or not all(math.isfinite(x) for x in b):
+            raise ValueError(f"budget_range must be [low, high] with 0 < low <= high, got {list(b)!r}")
+    if cfg.noise_range:
+        z = cfg.noise_range
+        if len(z) != 2 or not (0 <= z[0] <= z[1]) or not all(math.isfinite(x) for x in z):
+            raise ValueError(f"noise_range must be [low, high] with 0 <= low <= high, got {list(z)!r}")
+    if not 0 <= cfg.bounds_share <= 1:
+        raise ValueError(f"bounds_share must be in [0, 1], got {cfg.bounds_share!r}")
+
+
+def is_generalist(cfg) -> bool:
+    """True when any per-prompt range is set (otherwise the fixed pool is used)."""
+    return bool(cfg.periods_range or cfg.history_range or cfg.budget_range or cfg.noise_range
+                or cfg.bounds_share > 0)
+
+
+def generalist_batch(source, n: int, step: int):
+    """``n`` prompts for ``step`` from fresh recipes (``source`` is a
+    ``training.rollouts.PromptSource``; returns its ``Prompts``)."""
+    from policies.base import DecisionRequest
+    from training.rollouts import Prompts, _records, chain_pool
+
+    cfg, role = source.cfg, source.role
+    rng = np.random.default_rng(np.random.SeedSequence([source.seed, cfg.env_seed], spawn_key=(int(step),)))
+    recipes = draw_recipes(cfg, n, rng)
+    envs = [r.build() for r in recipes]
+    T, H = recipes[0].periods, recipes[0].history
+    w = H if role == "reasoner" else cfg.window
+    WA, WM = np.zeros((n, w, T)), np.zeros((n, w, T))
+    rnd = np.ones(n, int)
+    for i, env in enumerate(envs):
+        if role == "reasoner":
+            WA[i], WM[i] = env.hist_alloc[0], env.hist_mroi[0]
+            continue
+        first = None
+        if source.reasoner is not None:
+            d = source.reasoner.propose([DecisionRequest("reasoner", env.task(0), env.task(0).history)])[0]
+            if d.allocation is not None:
+                first = np.asarray(d.allocation, float)[None]
+        A, M = chain_pool(env, cfg.max_rounds - 1, source.chain, cfg.window, cfg.teacher_noise, rng, first=first)
+        k = int(rng.integers(2, cfg.max_rounds + 1))  # decision round
+        end = H + k - 1  # records available before deciding round k
+        WA[i], WM[i], rnd[i] = A[0, end - w:end], M[0, end - w:end], k
+    reqs = [DecisionRequest(role, env.task(0), _records(WA[i], WM[i]))  # type: ignore[arg-type]
+            for i, env in enumerate(envs)]
+    return Prompts(role, reqs, envs, np.arange(n), np.zeros(n, int), WA, WM,
+                   np.array([e.budget[0] for e in envs]), np.stack([e.lower[0] for e in envs]),
+                   np.stack([e.upper[0] for e in envs]), rnd, [r.family for r in recipes])
