@@ -203,16 +203,21 @@ def _roundtrip(x):
     return json.loads(json.dumps(_jsonable(x)))
 
 
-def _assert_same(actual, expected, where: str = "") -> None:
+def _assert_same(actual, expected, where: str = "", extra_ok: bool = False) -> None:
+    """Equal, or with ``extra_ok`` a superset: dicts may hold keys the golden lacks (new
+    runs, and new config fields whose defaults keep the old behaviour)."""
     if isinstance(expected, dict):
         assert isinstance(actual, dict), where
-        assert sorted(actual) == sorted(expected), f"{where}: keys differ"
+        if extra_ok:
+            assert set(expected) <= set(actual), f"{where}: keys missing"
+        else:
+            assert sorted(actual) == sorted(expected), f"{where}: keys differ"
         for k in expected:
-            _assert_same(actual[k], expected[k], f"{where}/{k}")
+            _assert_same(actual[k], expected[k], f"{where}/{k}", extra_ok)
     elif isinstance(expected, list):
         assert isinstance(actual, list) and len(actual) == len(expected), where
         for i, (a, e) in enumerate(zip(actual, expected)):
-            _assert_same(a, e, f"{where}[{i}]")
+            _assert_same(a, e, f"{where}[{i}]", extra_ok)
     elif isinstance(expected, float) and not isinstance(expected, bool):
         assert isinstance(actual, (int, float)) and not isinstance(actual, bool), where
         assert actual == pytest.approx(expected, rel=1e-9, abs=1e-12), where
@@ -224,7 +229,9 @@ def _assert_same(actual, expected, where: str = "") -> None:
 def test_golden(name):
     path = GOLDEN / f"{name}.json"
     expected = json.loads(path.read_text())
-    _assert_same(_roundtrip(GOLDENS[name]()), expected, name)
+    # Saved run configs only grow: later runs and later fields (at their defaults) are
+    # allowed; every pinned run must load to exactly what it loaded to before.
+    _assert_same(_roundtrip(GOLDENS[name]()), expected, name, extra_ok=name == "run_configs")
 
 
 def regen() -> None:
