@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from graph.bench import main
+from graph.commands.bench import main
 
 
 def test_bench_json_schema_and_ordering(tmp_path, capsys):

@@ -19,7 +19,6 @@ from langgraph.types import Command
 from graph.batching import CoalescingPolicy
 from graph.context import Context
 from graph.graph import build_graph, graph
-from graph.nodes import register_policy
 from policies.base import Decision
 from policies.llm import LLMPolicy
 from policies.prompts import format_target, make_request
@@ -73,7 +72,7 @@ def test_baselines_run_k_rounds_and_state_is_json():
 
 
 @pytest.mark.parametrize("w", [1, 2, 3, 5])
-def test_window_is_last_w_records(w):
+def test_window_is_last_w_records(w, register_policy):
     rec = Recorder(f"rec-w{w}")
     register_policy(rec.name, rec)
     out = graph.invoke({"env": ENV}, context={"reasoner": "heuristic", "optimizer": rec.name,
@@ -126,7 +125,7 @@ def _fake_llm(role, replies, encoding="absolute"):
     return LLMPolicy(role, FakeListChatModel(responses=replies), encoding=encoding)
 
 
-def test_fake_llm_with_malformed_replies_falls_back():
+def test_fake_llm_with_malformed_replies_falls_back(register_policy):
     task = _task_of()
     good1 = [task.budget / task.periods] * task.periods
     good1[0] += 0.5
@@ -156,7 +155,7 @@ def test_fake_llm_with_malformed_replies_falls_back():
     assert out["stop_reason"] == "max_rounds"
 
 
-def test_round_one_fallback_holds_last_historical_allocation():
+def test_round_one_fallback_holds_last_historical_allocation(register_policy):
     register_policy("fake-bad", _fake_llm("reasoner", ["no idea"]))
     out = graph.invoke({"env": ENV}, context={"reasoner": "fake-bad", "optimizer": "gradient", "max_rounds": 2})
     task = Task.model_validate(out["task"])
@@ -166,7 +165,7 @@ def test_round_one_fallback_holds_last_historical_allocation():
     assert out["rounds"][1]["source"] == "optimizer"
 
 
-def test_policy_exception_is_recorded_not_fatal():
+def test_policy_exception_is_recorded_not_fatal(register_policy):
     register_policy("boom", Boom())
     out = graph.invoke({"env": ENV}, context={"reasoner": "heuristic", "optimizer": "boom", "max_rounds": 3})
     r = out["rounds"]
@@ -175,7 +174,7 @@ def test_policy_exception_is_recorded_not_fatal():
     assert r[2]["allocation"] == pytest.approx(r[0]["allocation"])
 
 
-def test_budget_tool_report_is_kept():
+def test_budget_tool_report_is_kept(register_policy):
     task = _task_of()
     over = [2 * task.unit] * task.periods  # sums to 2B
     register_policy("fake-over", _fake_llm("reasoner", [format_target(make_request("reasoner", task), over)]))
@@ -307,7 +306,7 @@ def test_tiny_random_llm_through_graph_is_recorded_not_fatal():
         assert sum(x["allocation"]) == pytest.approx(6.0)
 
 
-def test_delta_cut_below_zero_is_clipped_and_reported():
+def test_delta_cut_below_zero_is_clipped_and_reported(register_policy):
     """A ``delta`` answer that cuts a slot by more than its spend is clipped to 0 (then
     projected onto sum = B like any proposal) and the round's budget report says so; the
     round is the Optimizer's, not a fallback."""

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from graph.run import main, repair_and_read
+from graph.commands.episode_log import repair_and_read
+from graph.commands.run import main
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["--family", "quadratic", "--rounds", "3", "--seed", "5", "--reasoner", "heuristic",
@@ -68,7 +69,7 @@ def test_tasks_jsonl(tmp_path):
 def test_sigkill_mid_batch_then_resume_runs_every_episode_once(tmp_path):
     n = 60
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "graph.cli", "run", *ARGS, "--episodes", str(n), "--out", str(out),
+    cmd = [sys.executable, "-m", "graph.commands.cli", "run", *ARGS, "--episodes", str(n), "--out", str(out),
            "--concurrency", "4", "--keep-checkpoints"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ep = out / "episodes.jsonl"
@@ -116,7 +117,7 @@ def test_resume_when_the_last_step_saved_its_writes_but_not_its_checkpoint():
 
     from graph.context import Context
     from graph.graph import build_graph
-    from graph.run import run_episode
+    from graph.commands.episodes import run_episode_thread
 
     class DyingSaver(InMemorySaver):
         armed = True
@@ -136,8 +137,8 @@ def test_resume_when_the_last_step_saved_its_writes_but_not_its_checkpoint():
         graph.invoke(inp, {"configurable": {"thread_id": "e"}}, context=ctx, durability="sync")
     snap = graph.get_state({"configurable": {"thread_id": "e"}})
     assert snap.next == () and not snap.values.get("done")  # the confusing state
-    resumed = run_episode(graph, "e", inp, ctx)
-    ref = run_episode(build_graph(checkpointer=InMemorySaver()), "e", inp, ctx)
+    resumed = run_episode_thread(graph, "e", inp, ctx)
+    ref = run_episode_thread(build_graph(checkpointer=InMemorySaver()), "e", inp, ctx)
     assert [r["round"] for r in resumed["rounds"]] == [1, 2, 3]
     assert [r["source"] for r in resumed["rounds"]] == ["reasoner", "optimizer", "optimizer"]
     assert [r["allocation"] for r in resumed["rounds"]] == [r["allocation"] for r in ref["rounds"]]
