@@ -323,3 +323,62 @@ def test_delta_cut_below_zero_is_clipped_and_reported(register_policy):
     assert r2["allocation"][0] < 0.25 * out["rounds"][0]["allocation"][0]
     assert sum(r2["allocation"]) == pytest.approx(task.budget)
     assert r2["budget"]["changed"] and r2["budget"]["reasons"][0].startswith("the answer cut slot1 below zero")
+
+
+class _Stub:
+    name = "stub"
+
+    def propose(self, requests):
+        return [Decision(allocation=None, text="", error="stub") for _ in requests]
+
+
+def test_sampling_policy_is_built_per_seed(monkeypatch):
+    """Regression: the policy cache key left out the seed, although an 'llm' policy that
+    samples (temperature > 0) is built with it, so a second run in the same process with
+    another seed reused the first seed's policy."""
+    import policies
+    from graph.policy_registry import PolicyRegistry
+
+    built = []
+    monkeypatch.setattr(policies, "make_policy", lambda kind, role, **kw: (built.append(kw.get("seed")), _Stub())[1])
+    registry = PolicyRegistry()
+    for seed in (1, 2, 2):
+        registry.get(Context(temperature=0.7, seed=seed), "optimizer")
+    assert built == [1, 2]
+    for seed in (1, 2):  # greedy decoding ignores the seed: one policy
+        registry.get(Context(temperature=0.0, seed=seed), "optimizer")
+    assert built == [1, 2, None]
+    assert Context(temperature=0.7, seed=1).policy_key("reasoner") != Context(temperature=0.7, seed=2).policy_key("reasoner")
+    assert Context(seed=1).policy_key("reasoner") == Context(seed=2).policy_key("reasoner")
+
+
+def test_register_and_unregister_policy(register_policy):
+    from graph.api import unregister_policy
+    from graph.policy_registry import registered_policies
+
+    register_policy("stub-a", _Stub())
+    assert "stub-a" in registered_policies()
+    assert Context(optimizer="stub-a").optimizer == "stub-a"
+    unregister_policy("stub-a")
+    assert "stub-a" not in registered_policies()
+    with pytest.raises(ValueError, match="context.optimizer = 'stub-a' is not a policy"):
+        Context(optimizer="stub-a")
+    with pytest.raises(KeyError, match="stub-a"):
+        unregister_policy("stub-a")
+    with pytest.raises(ValueError, match="reserved"):
+        register_policy("llm", _Stub())
+    with pytest.raises(ValueError, match="built-in baseline"):
+        register_policy("gradient", _Stub())
+
+
+def test_context_literal_fields_keep_their_errors():
+    with pytest.raises(ValueError, match=r"context.backend = 'tpu'; choose local, vllm or openai"):
+        Context(backend="tpu")
+    with pytest.raises(ValueError, match=r"context.feedback = 'email'; choose simulator or live"):
+        Context(feedback="email")
+    with pytest.raises(ValueError, match=r"context.optimizer_encoding = 'rle'; choose absolute or delta"):
+        Context(optimizer_encoding="rle")
+    assert Context.from_dict({"reasoner_encoding": "", "optimizer_adapter": " "}).reasoner_encoding is None
+    schema = graph.get_context_jsonschema()["properties"]
+    assert schema["backend"]["enum"] == ["local", "vllm", "openai"]
+    assert schema["feedback"]["enum"] == ["simulator", "live"]

@@ -192,7 +192,7 @@ def add_flags(parser: argparse.ArgumentParser, cls, prefix: str = "", *, only=No
         elif typing.get_origin(inner) is typing.Literal:
             kw["choices"] = list(typing.get_args(inner))
         else:
-            kw["metavar"] = f.name.upper()
+            kw["metavar"] = (flags[0].lstrip("-").replace("-", "_") if f.name in names else f.name).upper()
             if defaults is not None:
                 kw["type"] = _flag_converter(prefix + f.name, inner, f.metadata.get("words"))
         parser.add_argument(*flags, **kw)
