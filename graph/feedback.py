@@ -119,7 +119,7 @@ def oracle(env: dict) -> dict:
 
 
 def simulate(env: dict, allocation: list[float], seed: int, round_: int) -> tuple[list[float], dict]:
-    """Observe MROI for ``allocation`` and score it (noiseless metrics, DESIGN §1)."""
+    """Observe MROI for ``allocation`` and score it (metrics on noiseless MROI)."""
     from tools.metrics import round_metrics
 
     e = get_env(env)
