@@ -44,6 +44,19 @@ def test_run_writes_episodes_summary_plot(tmp_path):
     assert len(_lines(out / "episodes.jsonl")) == 6
 
 
+def test_resume_names_what_changed(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(ARGS + ["--episodes", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(ARGS + ["--episodes", "2", "--out", str(out), "--resume", "--window", "2"]) == 2
+    assert "context.window was 3, now 2" in capsys.readouterr().err
+    assert main(ARGS + ["--episodes", "2", "--out", str(out), "--resume", "--noise", "0.1"]) == 2
+    assert "noise 0.0 -> 0.1" in capsys.readouterr().err
+    (out / "run.json").write_text(json.dumps({"family": "quadratic", "episodes": 2}))
+    assert main(ARGS + ["--episodes", "2", "--out", str(out), "--resume"]) == 2
+    assert "written by an older dara run" in capsys.readouterr().err
+
+
 def test_torn_last_line_is_repaired(tmp_path):
     p = tmp_path / "episodes.jsonl"
     p.write_text('{"id": "a"}\n{"id": "b"}\n{"id": "c", "rou')
