@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-serial", action="store_true")
     args = p.parse_args(argv)
 
+    from graph.commands.run import main as run_main
     from graph.context import Context
-    from graph.nodes import get_policy
-    from graph.run import main as run_main
+    from graph.policy_registry import get_policy
     from policies.prompts import make_request
     from tools.envs import make_envs
 

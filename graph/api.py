@@ -15,6 +15,8 @@
 - :func:`build_graph` — the compiled graph with your checkpointer (needed for live
   feedback and approval, which pause with ``interrupt``; resume with
   ``Command(resume=...)``, see ``graph.feedback``).
+- :func:`register_policy` / :func:`unregister_policy` — make a custom policy selectable
+  by name in the context, and remove it again.
 - :func:`make_tools` — the langchain-core tools (``query_mroi``, ``enforce_budget``,
   ``oracle_allocation``) for your own agent.
 """
@@ -26,11 +28,12 @@ from typing import Any
 from graph.context import Context
 from graph.feedback import register_curves
 from graph.graph import build_graph, graph
-from graph.nodes import register_policy
+from graph.policy_registry import register_policy, unregister_policy
 from tools.langchain_tools import make_tools
 from tools.task import Task
 
-__all__ = ["run_episode", "build_graph", "graph", "make_tools", "register_policy", "register_curves", "Context"]
+__all__ = ["run_episode", "build_graph", "graph", "make_tools", "register_policy", "unregister_policy",
+           "register_curves", "Context"]
 
 
 def _policy_name(value: Any) -> Any:

@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from typing import Literal, get_args
 
-from policies.prompts import ENCODINGS
+from graph.policy_registry import registered_policies
+from policies.prompts import ENCODINGS, Encoding
 
-Feedback = Literal["simulator", "live"]
 Backend = Literal["local", "vllm", "openai"]
+"""Chat-model backends of 'llm' policies (``policies.backends``)."""
+BACKENDS: tuple[str, ...] = get_args(Backend)
+Feedback = Literal["simulator", "live"]
+"""Where observed MROI comes from (``graph.feedback``)."""
+FEEDBACKS: tuple[str, ...] = get_args(Feedback)
 
 
 def _baselines() -> tuple[str, ...]:
@@ -37,7 +42,7 @@ class Context:
         metadata={
             "description": "Policy for round 1 (the Few-shot Reasoner): 'llm' (chat model on "
             "`backend` with the reasoner adapter) or a numeric baseline: uniform, heuristic, "
-            "gradient, local-model (or a name registered with graph.nodes.register_policy)."
+            "gradient, local-model (or a name registered with graph.api.register_policy)."
         },
     )
     optimizer: str = field(
@@ -47,7 +52,7 @@ class Context:
             "baseline name (see `reasoner`)."
         },
     )
-    backend: str = field(
+    backend: Backend = field(
         default="local",
         metadata={"description": "Chat-model backend for 'llm' policies: local (HF + PEFT, "
                   "batched), vllm (offline engine), openai (OpenAI-compatible server)."},
@@ -66,12 +71,12 @@ class Context:
         default=None,
         metadata={"description": "LoRA adapter directory for the Optimizer (see reasoner_adapter)."},
     )
-    reasoner_encoding: str | None = field(
+    reasoner_encoding: Encoding | None = field(
         default=None,
         metadata={"description": "Prompt encoding of the Reasoner: absolute, delta or delta-slope; empty = "
                   "the policy's default."},
     )
-    optimizer_encoding: str | None = field(
+    optimizer_encoding: Encoding | None = field(
         default=None,
         metadata={"description": "Prompt encoding of the Optimizer: absolute (the answer is "
                   "the new plan), delta (the answer is a change per slot) or delta-slope (delta plus each "
@@ -97,7 +102,7 @@ class Context:
         metadata={"description": "Pause before applying each allocation so a human can "
                   "approve it or edit it (resume with true or {\"allocation\": [...]})."},
     )
-    feedback: str = field(
+    feedback: Feedback = field(
         default="simulator",
         metadata={"description": "simulator: observe MROI from the environment in the input "
                   "(`env`); live: pause with the allocation to apply and resume with "
@@ -124,16 +129,15 @@ class Context:
             if not isinstance(v, str) or not v:
                 raise ValueError(f"context.{name} must be a policy name, got {v!r}")
             known = ("llm",) + _baselines()
-            from graph.nodes import registered_policies
-
             if v not in known and v not in registered_policies():
                 raise ValueError(
                     f"context.{name} = {v!r} is not a policy; choose llm, {', '.join(_baselines())}"
                     + (f" or a registered one ({', '.join(sorted(registered_policies()))})"
                        if registered_policies() else "")
                 )
-        if self.backend not in ("local", "vllm", "openai"):
-            raise ValueError(f"context.backend = {self.backend!r}; choose local, vllm or openai")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"context.backend = {self.backend!r}; choose {', '.join(BACKENDS[:-1])} "
+                             f"or {BACKENDS[-1]}")
         for name in ("reasoner_encoding", "optimizer_encoding"):
             v = getattr(self, name)
             if v is not None and v not in ENCODINGS:
@@ -152,24 +156,24 @@ class Context:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"context.{name} must be a finite number >= 0, got {v!r}")
             setattr(self, name, float(v))
-        if self.feedback not in ("simulator", "live"):
-            raise ValueError(f"context.feedback = {self.feedback!r}; choose simulator or live")
+        if self.feedback not in FEEDBACKS:
+            raise ValueError(f"context.feedback = {self.feedback!r}; choose {' or '.join(FEEDBACKS)}")
         if not isinstance(self.approval, bool):
             raise ValueError(f"context.approval must be true or false, got {self.approval!r}")
 
     # ---- derived values -----------------------------------------------------------------
-    @property
-    def uses_llm(self) -> bool:
-        return "llm" in (self.reasoner, self.optimizer)
-
     def policy_key(self, role: str) -> tuple:
-        """What identifies the policy of ``role`` (the per-process policy cache key)."""
+        """What identifies the policy of ``role`` (the per-process policy cache key): every
+        setting ``graph.policy_registry.build_policy`` uses, so a cached policy is reused
+        only by contexts that would build the same one. The seed seeds sampling, so it is
+        part of the key when the temperature is above 0 (greedy decoding ignores it)."""
         name = self.reasoner if role == "reasoner" else self.optimizer
         if name != "llm":
             return (role, name)
         adapter = self.reasoner_adapter if role == "reasoner" else self.optimizer_adapter
         encoding = self.reasoner_encoding if role == "reasoner" else self.optimizer_encoding
-        return (role, name, self.backend, self.base, adapter, encoding, self.temperature)
+        sampling = (self.temperature, self.seed) if self.temperature > 0 else (self.temperature,)
+        return (role, name, self.backend, self.base, adapter, encoding, *sampling)
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "Context":

@@ -4,9 +4,8 @@
 (``optimize`` -> ``enforce_budget`` -> ... | ``finish``).
 
 - ``reason`` / ``optimize`` ask a :class:`policies.base.Policy` (an LLM policy or a
-  numeric baseline) for a proposal. Policies are built once per process and cached on
-  the context's policy key, so Studio (which calls nodes over and over) and ``dara run``
-  (many episodes in threads) load a model once. Model calls happen in these *sync*
+  numeric baseline) for a proposal, found in ``graph.policy_registry`` (built once per
+  process, so Studio and ``dara run`` load a model once). Model calls happen in these *sync*
   nodes: local torch inference inside an ``async`` node trips ``langgraph dev``'s
   blocking-call check.
 - ``enforce_budget`` (tool node): ``tools.budget.enforce_budget`` turns the proposal into
@@ -21,7 +20,6 @@
 
 from __future__ import annotations
 
-import threading
 import traceback
 from typing import Any
 
@@ -29,68 +27,12 @@ from langgraph.runtime import Runtime
 
 from graph import feedback as fb
 from graph.context import Context, get_context
+from graph.policy_registry import get_policy
 from graph.state import State
-from policies.base import Decision, DecisionRequest, Policy
+from policies.base import Decision, DecisionRequest
 from tools.budget import enforce_budget as _enforce_budget
 from tools.metrics import dispersion as _dispersion
 from tools.task import Record, Task
-
-# ---- policies: one per (role, settings) per process ------------------------------------------
-_POLICIES: dict[tuple, Policy] = {}
-_REGISTERED: dict[str, Policy] = {}
-_policy_lock = threading.Lock()
-
-
-def register_policy(name: str, policy: Policy) -> None:
-    """Make a custom :class:`Policy` selectable by name (``context.reasoner = name``)."""
-    if name == "llm":
-        raise ValueError("'llm' is reserved for the chat-model policy")
-    from policies.baselines import BASELINES
-
-    if name in BASELINES:
-        raise ValueError(f"{name!r} is a built-in baseline name")
-    with _policy_lock:
-        _REGISTERED[name] = policy
-
-
-def registered_policies() -> dict[str, Policy]:
-    return dict(_REGISTERED)
-
-
-def get_policy(ctx: Context, role: str) -> Policy:
-    """The policy for ``role`` under ``ctx`` (built on first use, then cached)."""
-    name = ctx.reasoner if role == "reasoner" else ctx.optimizer
-    if name in _REGISTERED:
-        return _REGISTERED[name]
-    key = ctx.policy_key(role)
-    pol = _POLICIES.get(key)
-    if pol is not None:
-        return pol
-    with _policy_lock:  # one build per key even when many episodes start at once
-        pol = _POLICIES.get(key)
-        if pol is None:
-            pol = _build_policy(ctx, role, name)
-            _POLICIES[key] = pol
-    return pol
-
-
-def _build_policy(ctx: Context, role: str, name: str) -> Policy:
-    if name != "llm":
-        from policies.baselines import make_baseline
-
-        return make_baseline(name)
-    from graph.batching import CoalescingPolicy
-    from policies import make_policy
-
-    adapter = ctx.reasoner_adapter if role == "reasoner" else ctx.optimizer_adapter
-    encoding = ctx.reasoner_encoding if role == "reasoner" else ctx.optimizer_encoding
-    kw: dict[str, Any] = {}
-    if ctx.temperature > 0:
-        kw.update(temperature=ctx.temperature, seed=ctx.seed)
-    policy = make_policy("llm", role, backend=ctx.backend, base=ctx.base, adapter=adapter,
-                         encoding=encoding, **kw)
-    # Concurrent episodes (dara run, Studio threads) share batched generation calls.
-    return CoalescingPolicy(policy)
 
 
 # ---- helpers ----------------------------------------------------------------------------------

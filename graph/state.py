@@ -61,5 +61,3 @@ class State(TypedDict, total=False):
     stop_reason: str | None
     """``max_rounds`` or ``converged``."""
 
-
-SOURCES = ("reasoner", "optimizer", "fallback", "carried")

@@ -54,3 +54,23 @@ def make_test_lora(path, seed):
                      init_lora_weights=False, task_type="CAUSAL_LM")
     get_peft_model(model, cfg).save_pretrained(str(path))
     return str(path)
+
+
+@pytest.fixture
+def clean_policies():
+    """Unregister, when the test ends, every custom policy it registered (directly or
+    through ``graph.api.run_episode`` with a policy object), so none leaks into the next."""
+    from graph.policy_registry import registered_policies, unregister_policy
+
+    before = set(registered_policies())
+    yield
+    for name in set(registered_policies()) - before:
+        unregister_policy(name)
+
+
+@pytest.fixture
+def register_policy(clean_policies):
+    """``graph.policy_registry.register_policy`` for one test (see ``clean_policies``)."""
+    from graph.policy_registry import register_policy as register
+
+    return register

@@ -1,10 +1,13 @@
-"""`dara bench` with numeric policies: JSON schema, ordering sanity, plot, bad input."""
+"""`dara bench` with numeric policies: JSON schema, ordering sanity, plot, bad input, and
+noise paired with the graph's episodes."""
 
 import json
 
+import numpy as np
 import pytest
 
-from graph.bench import main
+from graph.commands.bench import main
+from tools.envs import make_envs
 
 
 def test_bench_json_schema_and_ordering(tmp_path, capsys):
@@ -43,3 +46,22 @@ def test_bench_other_families(family, tmp_path):
     assert main(["--family", family, "--envs", "50", "--rounds", "3", "--json", str(out)]) == 0
     res = json.loads(out.read_text())["methods"]
     assert res["local-model"]["regret"][-1] <= res["uniform"]["regret"][-1] + 1e-9
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.2])
+def test_numeric_rows_see_the_graph_episodes_noise(noise):
+    """Regression: at noise > 0 the numeric rows drew observation noise from one generator
+    over all environments while the graph's episodes (the LLM rows) draw it per
+    (seed, environment, round), so the comparison was not paired. The same policy must now
+    give the same per-round regret both ways."""
+    from graph.commands.bench_numeric import run_numeric
+    from graph.commands.episode_sources import batch_episodes
+    from graph.graph import graph
+
+    env = make_envs("quadratic", 4, seed=5, noise=noise)
+    numeric = run_numeric("local-model", env, 4, 2, 5)
+    ctx = {"reasoner": "local-model", "optimizer": "local-model", "max_rounds": 4, "window": 2, "seed": 5}
+    for i, (_, inp) in enumerate(batch_episodes(env)):
+        rounds = graph.invoke(inp, context=ctx)["rounds"]
+        np.testing.assert_allclose([r["metrics"]["regret"] for r in rounds], numeric["regret"][:, i],
+                                   rtol=1e-6, atol=1e-9)

@@ -1,47 +1,69 @@
-"""LLM methods of `dara bench`: method table, `dara run` arguments, parse-error accounting."""
+"""LLM methods of `dara bench`: method table, the context of each method, parse-error accounting."""
 
 import json
 
 import numpy as np
 import pytest
 
-from graph.bench_llm import METHODS, method_args, read_episodes
+import graph.commands.bench_llm as bl
+from graph.commands.bench_llm import METHODS, method_context, read_episodes, run_llm_method
+from graph.context import Context
 from tools.envs import make_envs
 
+CTX = Context(max_rounds=4, window=3, seed=7, backend="local", base="embedded")
 
-def test_method_args_map_roles_and_adapters(tmp_path, monkeypatch):
-    import graph.bench_llm as bl
+
+def test_method_context_maps_roles_and_adapters(tmp_path, monkeypatch):
     import policies
 
-    env = make_envs("quadratic", 5, seed=7)
     monkeypatch.setattr(policies, "shipped_adapter", lambda role: tmp_path)
     monkeypatch.setattr(bl, "_check_adapter", lambda *a: None)
-    a = method_args("optimizer-only", env, 4, 3, 7, "local", "embedded", 8, str(tmp_path))
-    assert a[a.index("--reasoner") + 1] == "uniform" and a[a.index("--optimizer") + 1] == "llm"
-    assert a[a.index("--episodes") + 1] == "5" and a[a.index("--tolerance") + 1] == "0"
-    b = method_args("base", env, 4, 3, 7, "local", "embedded", 8, str(tmp_path))
-    assert b[b.index("--reasoner-adapter") + 1] == "none" and b[b.index("--optimizer-adapter") + 1] == "none"
-    r = method_args("reasoner-only", env, 4, 3, 7, "local", "embedded", 8, str(tmp_path))
-    assert r[r.index("--optimizer") + 1] == "hold"
-    f = method_args("dara-fixed-ref", env, 4, 3, 7, "local", "embedded", 8, str(tmp_path))
-    assert f[f.index("--optimizer-adapter") + 1].endswith("optimizer-fixed-ref")
+    a = method_context("optimizer-only", CTX)
+    assert (a.reasoner, a.optimizer, a.tolerance) == ("uniform", "llm", 0.0)
+    assert (a.max_rounds, a.window, a.seed, a.base) == (4, 3, 7, "embedded")
+    b = method_context("base", CTX)
+    assert b.reasoner_adapter == "none" and b.optimizer_adapter == "none"
+    assert method_context("reasoner-only", CTX).optimizer == "hold"
+    assert method_context("dara-fixed-ref", CTX).optimizer_adapter.endswith("optimizer-fixed-ref")
     # overrides replace adapters, never the base model of `base`
-    o = method_args("dara", env, 4, 3, 7, "local", "embedded", 8, str(tmp_path), reasoner_adapter="R",
-                    optimizer_adapter="O", reasoner_encoding="absolute", optimizer_encoding="delta-slope")
-    assert o[o.index("--reasoner-adapter") + 1] == "R" and o[o.index("--optimizer-adapter") + 1] == "O"
-    assert o[o.index("--optimizer-encoding") + 1] == "delta-slope"
-    assert o[o.index("--reasoner-encoding") + 1] == "absolute"
-    b2 = method_args("base", env, 4, 3, 7, "local", "embedded", 8, str(tmp_path), reasoner_adapter="R",
-                     optimizer_adapter="O")
-    assert b2[b2.index("--reasoner-adapter") + 1] == "none" and b2[b2.index("--optimizer-adapter") + 1] == "none"
+    over = Context(reasoner_adapter="R", optimizer_adapter="O", reasoner_encoding="absolute",
+                   optimizer_encoding="delta-slope", tolerance=0.5)
+    o = method_context("dara", over)
+    assert (o.reasoner_adapter, o.optimizer_adapter) == ("R", "O")
+    assert (o.reasoner_encoding, o.optimizer_encoding, o.tolerance) == ("absolute", "delta-slope", 0.0)
+    b2 = method_context("base", over)
+    assert b2.reasoner_adapter == "none" and b2.optimizer_adapter == "none"
     with pytest.raises(ValueError, match="unknown LLM method"):
-        method_args("gpt", env, 4, 3, 7, "local", "embedded", 8, str(tmp_path))
+        method_context("gpt", CTX)
     assert set(METHODS) == {"dara", "reasoner-only", "optimizer-only", "base", "dara-fixed-ref"}
 
 
-def _episode(i, errors):
+def test_llm_method_uses_the_context_seed_for_feedback_noise(tmp_path, monkeypatch):
+    """Regression: the seed given for the LLM rows was dropped and the environments' seed
+    used instead; the episodes must run with the context's seed (the noise seed)."""
+    import graph.commands.episodes as episodes
+
+    seen = {}
+
+    def fake_run_episodes(context, eps, out, concurrency, resume=False, **kw):
+        seen.update(context=context, episodes=eps, concurrency=concurrency)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(episodes, "run_episodes", fake_run_episodes)
+    monkeypatch.setattr(bl, "_check_adapter", lambda *a: None)
+    env = make_envs("quadratic", 3, seed=7, noise=0.1)
+    with pytest.raises(RuntimeError, match="stop here"):
+        run_llm_method("optimizer-only", env, Context(seed=99, max_rounds=2), concurrency=5, out_dir=tmp_path)
+    assert seen["context"].seed == 99 and seen["concurrency"] == 5
+    assert [eid for eid, _ in seen["episodes"]] == [f"quadratic-s7-{i:05d}" for i in range(3)]
+    assert all(inp["env"]["seed"] == 7 and inp["env"]["noise"] == 0.1 for _, inp in seen["episodes"])
+
+
+def _episode(i, errors, carried=0):
     rounds = [{"round": k + 1, "error": e, "source": "fallback" if e else "optimizer"} for k, e in enumerate(errors)]
-    return {"id": f"e{i}", "rounds": rounds, "regret": [0.1 * i] * 3, "mroi_var": [0.0] * 3, "dispersion": [1.0] * 3}
+    rounds += [{"round": len(errors) + c + 1, "error": None, "source": "carried"} for c in range(carried)]
+    n = len(rounds)
+    return {"id": f"e{i}", "rounds": rounds, "regret": [0.1 * i] * n, "mroi_var": [0.0] * n, "dispersion": [1.0] * n}
 
 
 def test_read_episodes_counts_only_llm_decisions(tmp_path):
@@ -59,6 +81,17 @@ def test_read_episodes_counts_only_llm_decisions(tmp_path):
     assert stats["parse_error_rate_by_round"][0] is None and stats["llm_decisions"] == 4
 
 
+def test_read_episodes_does_not_count_carried_rounds(tmp_path):
+    """Regression: records mark carried rounds with ``source``, not a ``carried`` key, so
+    rounds repeated after an early stop were counted as (error-free) LLM decisions."""
+    p = tmp_path / "episodes.jsonl"
+    p.write_text(json.dumps(_episode(1, [None, "missing_tags: x"], carried=2)) + "\n")
+    _, stats = read_episodes(p, 4, (True, True))
+    assert stats["llm_decisions"] == 2
+    assert stats["parse_error_rate"] == pytest.approx(1 / 2)
+    assert stats["parse_error_rate_by_round"] == [0.0, 1.0, None, None]
+
+
 def test_read_episodes_refuses_failed_episodes(tmp_path):
     p = tmp_path / "episodes.jsonl"
     p.write_text(json.dumps({"id": "x", "status": "error", "error": "boom", "rounds": []}) + "\n")
@@ -67,6 +100,5 @@ def test_read_episodes_refuses_failed_episodes(tmp_path):
 
 
 def test_missing_adapter_is_a_clear_error(tmp_path):
-    env = make_envs("quadratic", 2, seed=7)
     with pytest.raises(ValueError, match="adapter_config.json"):
-        method_args("optimizer-only", env, 2, 3, 7, "local", "embedded", 2, str(tmp_path), optimizer_adapter=str(tmp_path))
+        method_context("optimizer-only", Context(optimizer_adapter=str(tmp_path)))

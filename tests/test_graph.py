@@ -19,7 +19,6 @@ from langgraph.types import Command
 from graph.batching import CoalescingPolicy
 from graph.context import Context
 from graph.graph import build_graph, graph
-from graph.nodes import register_policy
 from policies.base import Decision
 from policies.llm import LLMPolicy
 from policies.prompts import format_target, make_request
@@ -73,7 +72,7 @@ def test_baselines_run_k_rounds_and_state_is_json():
 
 
 @pytest.mark.parametrize("w", [1, 2, 3, 5])
-def test_window_is_last_w_records(w):
+def test_window_is_last_w_records(w, register_policy):
     rec = Recorder(f"rec-w{w}")
     register_policy(rec.name, rec)
     out = graph.invoke({"env": ENV}, context={"reasoner": "heuristic", "optimizer": rec.name,
@@ -126,7 +125,7 @@ def _fake_llm(role, replies, encoding="absolute"):
     return LLMPolicy(role, FakeListChatModel(responses=replies), encoding=encoding)
 
 
-def test_fake_llm_with_malformed_replies_falls_back():
+def test_fake_llm_with_malformed_replies_falls_back(register_policy):
     task = _task_of()
     good1 = [task.budget / task.periods] * task.periods
     good1[0] += 0.5
@@ -156,7 +155,7 @@ def test_fake_llm_with_malformed_replies_falls_back():
     assert out["stop_reason"] == "max_rounds"
 
 
-def test_round_one_fallback_holds_last_historical_allocation():
+def test_round_one_fallback_holds_last_historical_allocation(register_policy):
     register_policy("fake-bad", _fake_llm("reasoner", ["no idea"]))
     out = graph.invoke({"env": ENV}, context={"reasoner": "fake-bad", "optimizer": "gradient", "max_rounds": 2})
     task = Task.model_validate(out["task"])
@@ -166,7 +165,7 @@ def test_round_one_fallback_holds_last_historical_allocation():
     assert out["rounds"][1]["source"] == "optimizer"
 
 
-def test_policy_exception_is_recorded_not_fatal():
+def test_policy_exception_is_recorded_not_fatal(register_policy):
     register_policy("boom", Boom())
     out = graph.invoke({"env": ENV}, context={"reasoner": "heuristic", "optimizer": "boom", "max_rounds": 3})
     r = out["rounds"]
@@ -175,7 +174,7 @@ def test_policy_exception_is_recorded_not_fatal():
     assert r[2]["allocation"] == pytest.approx(r[0]["allocation"])
 
 
-def test_budget_tool_report_is_kept():
+def test_budget_tool_report_is_kept(register_policy):
     task = _task_of()
     over = [2 * task.unit] * task.periods  # sums to 2B
     register_policy("fake-over", _fake_llm("reasoner", [format_target(make_request("reasoner", task), over)]))
@@ -307,7 +306,7 @@ def test_tiny_random_llm_through_graph_is_recorded_not_fatal():
         assert sum(x["allocation"]) == pytest.approx(6.0)
 
 
-def test_delta_cut_below_zero_is_clipped_and_reported():
+def test_delta_cut_below_zero_is_clipped_and_reported(register_policy):
     """A ``delta`` answer that cuts a slot by more than its spend is clipped to 0 (then
     projected onto sum = B like any proposal) and the round's budget report says so; the
     round is the Optimizer's, not a fallback."""
@@ -324,3 +323,62 @@ def test_delta_cut_below_zero_is_clipped_and_reported():
     assert r2["allocation"][0] < 0.25 * out["rounds"][0]["allocation"][0]
     assert sum(r2["allocation"]) == pytest.approx(task.budget)
     assert r2["budget"]["changed"] and r2["budget"]["reasons"][0].startswith("the answer cut slot1 below zero")
+
+
+class _Stub:
+    name = "stub"
+
+    def propose(self, requests):
+        return [Decision(allocation=None, text="", error="stub") for _ in requests]
+
+
+def test_sampling_policy_is_built_per_seed(monkeypatch):
+    """Regression: the policy cache key left out the seed, although an 'llm' policy that
+    samples (temperature > 0) is built with it, so a second run in the same process with
+    another seed reused the first seed's policy."""
+    import policies
+    from graph.policy_registry import PolicyRegistry
+
+    built = []
+    monkeypatch.setattr(policies, "make_policy", lambda kind, role, **kw: (built.append(kw.get("seed")), _Stub())[1])
+    registry = PolicyRegistry()
+    for seed in (1, 2, 2):
+        registry.get(Context(temperature=0.7, seed=seed), "optimizer")
+    assert built == [1, 2]
+    for seed in (1, 2):  # greedy decoding ignores the seed: one policy
+        registry.get(Context(temperature=0.0, seed=seed), "optimizer")
+    assert built == [1, 2, None]
+    assert Context(temperature=0.7, seed=1).policy_key("reasoner") != Context(temperature=0.7, seed=2).policy_key("reasoner")
+    assert Context(seed=1).policy_key("reasoner") == Context(seed=2).policy_key("reasoner")
+
+
+def test_register_and_unregister_policy(register_policy):
+    from graph.api import unregister_policy
+    from graph.policy_registry import registered_policies
+
+    register_policy("stub-a", _Stub())
+    assert "stub-a" in registered_policies()
+    assert Context(optimizer="stub-a").optimizer == "stub-a"
+    unregister_policy("stub-a")
+    assert "stub-a" not in registered_policies()
+    with pytest.raises(ValueError, match="context.optimizer = 'stub-a' is not a policy"):
+        Context(optimizer="stub-a")
+    with pytest.raises(KeyError, match="stub-a"):
+        unregister_policy("stub-a")
+    with pytest.raises(ValueError, match="reserved"):
+        register_policy("llm", _Stub())
+    with pytest.raises(ValueError, match="built-in baseline"):
+        register_policy("gradient", _Stub())
+
+
+def test_context_literal_fields_keep_their_errors():
+    with pytest.raises(ValueError, match=r"context.backend = 'tpu'; choose local, vllm or openai"):
+        Context(backend="tpu")
+    with pytest.raises(ValueError, match=r"context.feedback = 'email'; choose simulator or live"):
+        Context(feedback="email")
+    with pytest.raises(ValueError, match=r"context.optimizer_encoding = 'rle'; choose absolute or delta"):
+        Context(optimizer_encoding="rle")
+    assert Context.from_dict({"reasoner_encoding": "", "optimizer_adapter": " "}).reasoner_encoding is None
+    schema = graph.get_context_jsonschema()["properties"]
+    assert schema["backend"]["enum"] == ["local", "vllm", "openai"]
+    assert schema["feedback"]["enum"] == ["simulator", "live"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from graph.allocate import main as allocate_main
 from graph.api import build_graph, make_tools, run_episode
+from graph.commands.allocate import main as allocate_main
 from policies.baselines import make_baseline
 from tools.envs import make_envs
 
@@ -22,7 +22,7 @@ TASK = {"budget": 6, "periods": 3,
         "lower": [0, 0, 0.5], "upper": [4, 4, 4], "labels": ["tv", "search", "social"]}
 
 
-def test_run_episode_with_names_and_policy_objects():
+def test_run_episode_with_names_and_policy_objects(clean_policies):
     env = make_envs("hill", 1, periods=4, budget=100.0, seed=3)
     out = run_episode(env.task(0), env_spec={**env.spec, "index": 0}, reasoner="local-model",
                       optimizer=make_baseline("gradient"), max_rounds=3)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from graph.run import main, repair_and_read
+from graph.commands.episode_log import repair_and_read
+from graph.commands.run import main
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["--family", "quadratic", "--rounds", "3", "--seed", "5", "--reasoner", "heuristic",
@@ -43,6 +44,19 @@ def test_run_writes_episodes_summary_plot(tmp_path):
     assert len(_lines(out / "episodes.jsonl")) == 6
 
 
+def test_resume_names_what_changed(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(ARGS + ["--episodes", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(ARGS + ["--episodes", "2", "--out", str(out), "--resume", "--window", "2"]) == 2
+    assert "context.window was 3, now 2" in capsys.readouterr().err
+    assert main(ARGS + ["--episodes", "2", "--out", str(out), "--resume", "--noise", "0.1"]) == 2
+    assert "noise 0.0 -> 0.1" in capsys.readouterr().err
+    (out / "run.json").write_text(json.dumps({"family": "quadratic", "episodes": 2}))
+    assert main(ARGS + ["--episodes", "2", "--out", str(out), "--resume"]) == 2
+    assert "written by an older dara run" in capsys.readouterr().err
+
+
 def test_torn_last_line_is_repaired(tmp_path):
     p = tmp_path / "episodes.jsonl"
     p.write_text('{"id": "a"}\n{"id": "b"}\n{"id": "c", "rou')
@@ -68,7 +82,7 @@ def test_tasks_jsonl(tmp_path):
 def test_sigkill_mid_batch_then_resume_runs_every_episode_once(tmp_path):
     n = 60
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "graph.cli", "run", *ARGS, "--episodes", str(n), "--out", str(out),
+    cmd = [sys.executable, "-m", "graph.commands.cli", "run", *ARGS, "--episodes", str(n), "--out", str(out),
            "--concurrency", "4", "--keep-checkpoints"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ep = out / "episodes.jsonl"
@@ -116,7 +130,7 @@ def test_resume_when_the_last_step_saved_its_writes_but_not_its_checkpoint():
 
     from graph.context import Context
     from graph.graph import build_graph
-    from graph.run import run_episode
+    from graph.commands.episodes import run_episode_thread
 
     class DyingSaver(InMemorySaver):
         armed = True
@@ -136,8 +150,8 @@ def test_resume_when_the_last_step_saved_its_writes_but_not_its_checkpoint():
         graph.invoke(inp, {"configurable": {"thread_id": "e"}}, context=ctx, durability="sync")
     snap = graph.get_state({"configurable": {"thread_id": "e"}})
     assert snap.next == () and not snap.values.get("done")  # the confusing state
-    resumed = run_episode(graph, "e", inp, ctx)
-    ref = run_episode(build_graph(checkpointer=InMemorySaver()), "e", inp, ctx)
+    resumed = run_episode_thread(graph, "e", inp, ctx)
+    ref = run_episode_thread(build_graph(checkpointer=InMemorySaver()), "e", inp, ctx)
     assert [r["round"] for r in resumed["rounds"]] == [1, 2, 3]
     assert [r["source"] for r in resumed["rounds"]] == ["reasoner", "optimizer", "optimizer"]
     assert [r["allocation"] for r in resumed["rounds"]] == [r["allocation"] for r in ref["rounds"]]

@@ -1,7 +1,7 @@
 """Typed dataclass configs <-> dicts, JSON/YAML files and argparse flags, in one place.
 
 Every command-line front end (``dara train``, ``dara run``/``bench``/``allocate``) builds
-its flags from the fields of a config dataclass, so a new field is a new flag with its help
+its flags from the fields of a config dataclass (``training.config``, ``graph.context.Context``), so a new field is a new flag with its help
 text for free and names never drift between the Python API, config files and the CLI.
 
 Conventions a config dataclass follows:
@@ -149,31 +149,75 @@ def read_file(path: str | Path) -> dict:
     return data
 
 
-def add_flags(parser: argparse.ArgumentParser, cls, prefix: str = "") -> None:
+def add_flags(parser: argparse.ArgumentParser, cls, prefix: str = "", *, only=None,
+              defaults: dict | None = None, names: dict | None = None, helps: dict | None = None) -> None:
     """One ``--flag`` per field (nested configs as ``--rollout.window`` and, when the
-    name is unambiguous, ``--window``). Defaults are suppressed so only given flags
-    override the file."""
+    name is unambiguous, ``--window``); ``Literal`` fields get their values as choices.
+
+    By default (``defaults=None``) argparse defaults are suppressed, so only the flags
+    given appear in the namespace and override a config file (:func:`build_config`).
+    With ``defaults`` (a mapping, possibly empty) every flag gets a default, the field's
+    own or ``defaults[name]``, and a given value is converted to the field's type while
+    parsing, so a bad value is reported against its flag.
+
+    ``only`` picks the fields to add (all by default), ``names`` replaces a field's flag
+    spellings (``{"max_rounds": ["--rounds", "--max-rounds"]}``) and ``helps`` its help
+    text (``metadata["description"]`` otherwise).
+    """
     hints = _hints(cls)
+    names, helps = names or {}, helps or {}
     for f in dataclasses.fields(cls):
+        if only is not None and f.name not in only:
+            continue
         tp = hints[f.name]
         if _is_config(tp):
             add_flags(parser, tp, prefix + f.name + ".")
             continue
         flag = "--" + (prefix + f.name).replace("_", "-")
-        help_ = f.metadata.get("description", "")
+        help_ = helps.get(f.name, f.metadata.get("description", ""))
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if defaults is not None:
+            default = defaults.get(f.name, default)
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
-        names = [flag]
+        flags = list(names.get(f.name, [flag]))
         short = "--" + f.name.replace("_", "-")
         if prefix and short not in parser._option_string_actions:
-            names.append(short)
-        if tp is bool:
-            parser.add_argument(*names, dest=prefix + f.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=f"{help_} (default: {shown})")
+            flags.append(short)
+        kw: dict[str, Any] = {"dest": prefix + f.name, "help": f"{help_} (default: {shown})",
+                              "default": argparse.SUPPRESS if defaults is None else default}
+        inner = _unwrap_optional(tp)
+        if inner is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(inner) is typing.Literal:
+            kw["choices"] = list(typing.get_args(inner))
         else:
-            parser.add_argument(*names, dest=prefix + f.name, default=argparse.SUPPRESS,
-                                metavar=f.name.upper(), help=f"{help_} (default: {shown})")
+            kw["metavar"] = (flags[0].lstrip("-").replace("-", "_") if f.name in names else f.name).upper()
+            if defaults is not None:
+                kw["type"] = _flag_converter(prefix + f.name, inner, f.metadata.get("words"))
+        parser.add_argument(*flags, **kw)
+
+
+def _unwrap_optional(tp):
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        rest = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return tp
+
+
+def _flag_converter(name: str, tp, words: dict | None):
+    """An argparse ``type=``: the flag's text as ``tp`` (text stays text for ``str``)."""
+    def convert(text: str):
+        if tp is str:
+            return text
+        try:
+            return _coerce(name, tp, text, words)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = getattr(tp, "__name__", str(tp))
+    return convert
 
 
 def _nest(flat: dict) -> dict:

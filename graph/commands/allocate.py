@@ -10,6 +10,7 @@ budget tool changed and why. Feedback:
 - neither: one round — the Reasoner's plan for the task.
 
 ``--approve`` asks before applying each plan (Enter = apply, or type an edited plan).
+The policy and model flags are the fields of :class:`graph.context.Context`.
 """
 
 from __future__ import annotations
@@ -20,27 +21,24 @@ import sys
 import uuid
 from typing import Any, TextIO
 
-from graph.context import Context
+from graph.commands.context_flags import MODEL_FIELDS, POLICY_FIELDS, add_context_flags, context_from_args
+
+
+CONTEXT_FIELDS = (*POLICY_FIELDS, *MODEL_FIELDS, "window", "tolerance", "approval")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dara allocate", description=__doc__.split("\n\n")[0])
     p.add_argument("--task", required=True, help="task contract JSON file")
-    p.add_argument("--rounds", type=int, default=None, help="K rounds (default: 5 with feedback, 1 without)")
+    p.add_argument("--rounds", "--max-rounds", dest="rounds", type=int, default=None,
+                   help="K rounds (default: 5 with feedback, 1 without)")
     p.add_argument("--live", action="store_true", help="ask for observed MROI on stdin each round")
     p.add_argument("--env", default=None, help="simulator: EnvBatch spec JSON file (with \"index\")")
     p.add_argument("--family", default=None, help="simulator: family (with --seed, --index)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--index", type=int, default=0)
-    p.add_argument("--approve", action="store_true", help="approve/edit each plan before it is applied")
-    p.add_argument("--reasoner", default="llm")
-    p.add_argument("--optimizer", default="llm")
-    p.add_argument("--backend", default="local", choices=["local", "vllm", "openai"])
-    p.add_argument("--base", default="embedded")
-    p.add_argument("--reasoner-adapter", default=None)
-    p.add_argument("--optimizer-adapter", default=None)
-    p.add_argument("--window", type=int, default=3)
-    p.add_argument("--tolerance", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0, help="simulator: seed of the --family environments")
+    p.add_argument("--index", type=int, default=0, help="simulator: which environment of the batch")
+    add_context_flags(p, CONTEXT_FIELDS, names={"approval": ["--approve"]},
+                      helps={"approval": "Approve or edit each plan before it is applied."})
     p.add_argument("--json", default=None, help="write the final state to this file")
     return p
 
@@ -132,10 +130,8 @@ def _main(args, inp: TextIO, out: TextIO) -> int:
     rounds = args.rounds if args.rounds is not None else (5 if has_feedback else 1)
     if not has_feedback and rounds != 1:
         raise ValueError("without feedback (--live or --env) only one round can be planned; use --rounds 1")
-    ctx = Context(reasoner=args.reasoner, optimizer=args.optimizer, backend=args.backend, base=args.base,
-                  reasoner_adapter=args.reasoner_adapter, optimizer_adapter=args.optimizer_adapter,
-                  window=args.window, max_rounds=rounds, tolerance=args.tolerance,
-                  feedback="simulator" if env is not None else "live", approval=args.approve)
+    ctx = context_from_args(args, CONTEXT_FIELDS, max_rounds=rounds,
+                            feedback="simulator" if env is not None else "live")
     labels = task.slot_labels
     print(f"task: budget {task.budget:g} over {task.periods} slots ({', '.join(labels)}), "
           f"{len(task.history)} past allocations", file=out)

@@ -1,9 +1,11 @@
-"""LLM methods for ``dara bench``: episodes through the DARA graph via ``dara run``.
+"""LLM methods for ``dara bench``: episodes through the DARA graph.
 
-Each LLM method is a choice of policy per role and of adapters; the episodes run with
-``graph.run`` (one graph thread per episode, concurrent, generation coalesced into
-batches by the backend) on environments ``0..N-1`` of the same family and seed as the
-numeric rows, with tolerance 0 so every method reports all K rounds.
+Each LLM method is a choice of policy per role and of adapters (:func:`method_context`);
+its episodes run with :func:`graph.commands.episodes.run_episodes` (one graph thread per
+episode, concurrent, generation coalesced into batches by the backend) on the same
+environments as the numeric rows (the ``EnvBatch`` itself), with tolerance 0 so every
+method reports all K rounds, and with the context's seed for feedback noise, which the
+numeric rows draw the same way (``graph.commands.bench_numeric``).
 
 | method | round 1 (Reasoner) | rounds 2..K (Optimizer) |
 |---|---|---|
@@ -15,17 +17,22 @@ numeric rows, with tolerance 0 so every method reports all K rounds.
 
 ``parse_error_rate`` counts LLM decisions whose text did not decode (the episode then
 held its previous plan, marked ``fallback``), over all LLM decisions; by round too.
+Rounds ``carried`` after an early stop are no decisions and are not counted.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-ADAPTER_DIR = Path(__file__).resolve().parents[1] / "policies" / "adapters"
+from graph.commands.episode_log import EPISODES, repair_and_read
+from graph.commands.summaries import metric_arrays
+from graph.context import Context
+
+ADAPTER_DIR = Path(__file__).resolve().parents[2] / "policies" / "adapters"
 
 # method -> (reasoner policy, optimizer policy, reasoner adapter, optimizer adapter)
 # adapter None = the shipped adapter of that role; "none" = the base model.
@@ -54,65 +61,44 @@ def _check_adapter(role: str, policy: str, adapter: str | None, method: str) -> 
         raise ValueError(f"method {method!r}: {role} adapter {adapter} has no adapter_config.json")
 
 
-def method_args(name: str, env, rounds: int, window: int, seed: int, backend: str, base: str,
-                concurrency: int, out: str, optimizer_adapter: str | None = None,
-                optimizer_encoding: str | None = None, reasoner_adapter: str | None = None,
-                reasoner_encoding: str | None = None) -> list[str]:
-    """The ``dara run`` arguments that make LLM method ``name`` on ``env``'s family.
+def method_context(name: str, context: Context) -> Context:
+    """``context`` with LLM method ``name``'s policies and adapters, and tolerance 0.
 
-    ``reasoner_adapter``/``optimizer_adapter`` replace the adapter of a role the method
-    runs with an adapter (shipped or named), never the base model of ``base``; the
-    encodings apply to the role's LLM policy.
+    ``context.reasoner_adapter``/``optimizer_adapter`` replace the adapter of a role the
+    method runs with an adapter (shipped or named), never the base model of ``base``; the
+    encodings, model settings, window, rounds and seed are the context's.
     """
     if name not in METHODS:
         raise ValueError(f"unknown LLM method {name!r}; choose one of {', '.join(METHODS)}")
     reasoner, optimizer, r_ad, o_ad = METHODS[name]
-    spec = env.spec
-    argv = [
-        "--family", spec["family"], "--episodes", str(env.n), "--rounds", str(rounds),
-        "--seed", str(spec["seed"]), "--noise", str(spec.get("noise", 0.0)),
-        "--history", str(spec.get("history", 3)),
-        "--reasoner", reasoner, "--optimizer", optimizer, "--backend", backend, "--base", base,
-        "--window", str(window), "--tolerance", "0", "--concurrency", str(concurrency),
-        "--out", out, "--quiet",
-    ]
-    if spec.get("periods") is not None and spec["family"] in ("quadratic", "exponential", "hill"):
-        argv += ["--periods", str(spec["periods"]), "--budget", str(spec["budget"])]
-    if optimizer_adapter and o_ad != "none":
-        o_ad = optimizer_adapter
-    if reasoner_adapter and r_ad != "none":
-        r_ad = reasoner_adapter
+    if context.optimizer_adapter and o_ad != "none":
+        o_ad = context.optimizer_adapter
+    if context.reasoner_adapter and r_ad != "none":
+        r_ad = context.reasoner_adapter
     _check_adapter("reasoner", reasoner, r_ad, name)
     _check_adapter("optimizer", optimizer, o_ad, name)
-    if r_ad:
-        argv += ["--reasoner-adapter", r_ad]
-    if o_ad:
-        argv += ["--optimizer-adapter", o_ad]
-    if optimizer_encoding:
-        argv += ["--optimizer-encoding", optimizer_encoding]
-    if reasoner_encoding:
-        argv += ["--reasoner-encoding", reasoner_encoding]
-    return argv
+    return dataclasses.replace(context, reasoner=reasoner, optimizer=optimizer, reasoner_adapter=r_ad,
+                               optimizer_adapter=o_ad, tolerance=0.0, feedback="simulator", approval=False)
 
 
 def read_episodes(path: Path, rounds: int, llm_roles: tuple[bool, bool] = (True, True)) -> tuple[dict[str, np.ndarray], dict]:
     """Per-round metric arrays ``(K, N)`` and parse-error statistics from episodes.jsonl.
 
     ``llm_roles`` says whether the Reasoner (round 1) and the Optimizer (rounds 2..K) are
-    LLM policies: only their decisions count towards the parse-error rate.
+    LLM policies: only their decisions count towards the parse-error rate (``carried``
+    rounds repeat a plan and are no decision).
     """
-    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    recs.sort(key=lambda r: r["id"])
+    recs = sorted(repair_and_read(Path(path)), key=lambda r: r["id"])
     failed = [r["id"] for r in recs if r.get("status") == "error"]
     if failed:
         raise RuntimeError(f"{len(failed)} episode(s) failed outright, e.g. {failed[0]}: "
                            f"{next(r for r in recs if r['id'] == failed[0]).get('error')}")
-    per_round = {m: np.array([r[m][:rounds] for r in recs], float).T for m in ("regret", "mroi_var", "dispersion")}
+    per_round = metric_arrays(recs, rounds)
     llm_total = np.zeros(rounds)
     llm_errors = np.zeros(rounds)
     for r in recs:
         for k, rd in enumerate(r["rounds"][:rounds]):
-            if rd.get("carried") or not llm_roles[0 if k == 0 else 1]:
+            if rd.get("source") == "carried" or not llm_roles[0 if k == 0 else 1]:
                 continue
             llm_total[k] += 1
             llm_errors[k] += rd.get("error") is not None
@@ -126,25 +112,26 @@ def read_episodes(path: Path, rounds: int, llm_roles: tuple[bool, bool] = (True,
     return per_round, stats
 
 
-def run_llm_method(name: str, env, rounds: int, window: int, seed: int, backend: str = "local",
-                   base: str = "embedded", concurrency: int = 16, out_dir: str | None = None,
-                   **kw) -> tuple[dict[str, np.ndarray], dict]:
-    """Run LLM method ``name`` on every environment of ``env`` through the graph."""
-    from graph.run import main as run_main
+def run_llm_method(name: str, env, context: Context, concurrency: int = 16,
+                   out_dir: str | Path | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """Run LLM method ``name`` on every environment of ``env`` through the graph.
 
+    ``out_dir`` keeps the episodes in ``out_dir/<name>/`` (a rerun resumes them);
+    without it they go to a temporary directory.
+    """
+    from graph.commands.episode_sources import batch_episodes
+    from graph.commands.episodes import run_episodes
+
+    ctx = method_context(name, context)
     tmp = None
     if out_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix=f"dara-bench-{name}-")
         out_dir = tmp.name
     out = Path(out_dir) / name
-    argv = method_args(name, env, rounds, window, seed, backend, base, concurrency, str(out), **kw)
-    resume = (out / "episodes.jsonl").exists()
-    rc = run_main(argv + (["--resume"] if resume else []))
-    if rc not in (0, 1):
-        raise RuntimeError(f"dara run {' '.join(argv)} exited with {rc}")
     try:
-        reasoner, optimizer = METHODS[name][:2]
-        return read_episodes(out / "episodes.jsonl", rounds, (reasoner == "llm", optimizer == "llm"))
+        source = {"method": name, **{k: env.spec.get(k) for k in ("family", "n", "seed", "noise", "history")}}
+        run_episodes(ctx, batch_episodes(env), out, concurrency, resume=(out / EPISODES).exists(), source=source)
+        return read_episodes(out / EPISODES, ctx.max_rounds, (ctx.reasoner == "llm", ctx.optimizer == "llm"))
     finally:
         if tmp is not None:
             tmp.cleanup()

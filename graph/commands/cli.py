@@ -11,11 +11,11 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
-    "bench": ("graph.bench", "compare policies per round on many environments"),
-    "run": ("graph.run", "scripted batch episodes through the DARA graph"),
-    "allocate": ("graph.allocate", "one real task: plan, reasoning, budget-tool report"),
+    "bench": ("graph.commands.bench", "compare policies per round on many environments"),
+    "run": ("graph.commands.run", "scripted batch episodes through the DARA graph"),
+    "allocate": ("graph.commands.allocate", "one real task: plan, reasoning, budget-tool report"),
     "propose": ("policies.propose", "one decision of one role (debugging view)"),
-    "demo": ("graph.demo", "the main job: DARA on the embedded model vs the baselines"),
+    "demo": ("graph.commands.demo", "the main job: DARA on the embedded model vs the baselines"),
     "train": ("training.cli", "SFT warm start and GRPO-Adaptive training of adapters"),
 }
 

@@ -1,0 +1,165 @@
+"""Run many episodes through the DARA graph, concurrently and durably: :func:`run_episodes`.
+
+Every episode is one graph thread (``thread_id`` = episode id), exactly as Studio sees it;
+episodes run in a thread pool and the chat-model backend coalesces their concurrent
+generation requests into batched calls, so throughput comes from batching, not from a
+bypass of the graph. ``dara run``, the LLM rows of ``dara bench`` and ``dara demo`` all
+come through here with a typed :class:`graph.context.Context`.
+
+Files in ``out``:
+
+- ``episodes.jsonl`` (``graph.commands.episode_log``): one line per finished episode;
+- ``checkpoints.sqlite``: LangGraph ``SqliteSaver``, so a killed batch restarted with
+  ``resume=True`` skips finished episodes (by id) and continues in-flight ones from
+  their last checkpoint: nothing is lost or duplicated;
+- ``run.json``: the context and the episodes (count and digest); a resume with
+  different ones is refused, naming what differs.
+
+A malformed model answer is recorded in its round (source ``fallback``); an episode that
+fails outright is recorded with ``"status": "error"``; neither stops the batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from graph.commands.episode_log import EPISODES, EpisodeWriter, episode_record, error_record, repair_and_read
+from graph.commands.episode_sources import Episode
+from graph.context import Context
+
+SETTINGS = "run.json"
+
+
+@dataclass
+class BatchResult:
+    """What :func:`run_episodes` did: every record in ``out`` and how many ran now."""
+
+    records: list[dict] = field(default_factory=list)
+    ran: int = 0
+    seconds: float = 0.0
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for r in self.records if r.get("status") == "error")
+
+
+def run_episode_thread(graph, eid: str, inp: dict, ctx: Context) -> dict:
+    """Run (or resume) one episode on thread ``eid``; returns its final state values."""
+    config = {"configurable": {"thread_id": eid}}
+    snap = graph.get_state(config)
+    if snap.values and snap.values.get("done") and not snap.next:
+        return snap.values  # finished before the kill, but not yet written
+    if snap.metadata is not None:
+        # In flight when killed: continue from the last checkpoint. Its step's finished
+        # tasks may already have saved their writes, in which case ``snap.next`` is empty
+        # although the episode is not done; ``invoke(None)`` applies those writes and goes
+        # on. Restarting with ``inp`` here would append the episode's rounds a second time.
+        graph.invoke(None, config, context=ctx)
+    else:
+        graph.invoke(inp, config, context=ctx)
+    return graph.get_state(config).values
+
+
+def batch_settings(context: Context, episodes: Sequence[Episode], source: dict | None = None) -> dict:
+    """The ``run.json`` of a batch: what must not change when it is resumed."""
+    digest = hashlib.sha256(json.dumps(list(episodes), sort_keys=True).encode()).hexdigest()
+    return {"context": asdict(context), "episodes": {"count": len(episodes), "sha256": digest},
+            "source": dict(source or {})}
+
+
+def check_resumable(old: dict, new: dict) -> None:
+    """Refuse to resume a batch with another context or other episodes, naming the change."""
+    if "context" not in old or "episodes" not in old:
+        raise ValueError(f"--resume: {SETTINGS} was written by an older dara run; choose a new --out")
+    diff = [f"context.{k} was {v!r}, now {new['context'].get(k)!r}"
+            for k, v in old["context"].items() if new["context"].get(k) != v]
+    if old["episodes"] != new["episodes"]:
+        what = ", ".join(f"{k} {old['source'][k]!r} -> {new['source'].get(k)!r}"
+                         for k in old.get("source", {}) if new["source"].get(k) != old["source"][k])
+        diff.append(f"episodes were {old['episodes']['count']}, now {new['episodes']['count']}"
+                    + (f" ({what})" if what else " (other inputs)"))
+    if diff:
+        raise ValueError("--resume with different settings: " + "; ".join(diff))
+
+
+def run_episodes(context: Context, episodes: Sequence[Episode], out: str | Path, concurrency: int = 8,
+                 resume: bool = False, *, source: dict | None = None, keep_checkpoints: bool = False,
+                 progress: bool = False) -> BatchResult:
+    """Run ``episodes`` (``(id, graph input)`` pairs) under ``context``, writing to ``out``.
+
+    ``resume`` continues a batch killed in ``out`` (else ``out`` must hold none);
+    ``source`` describes where the episodes came from (kept in ``run.json`` to explain a
+    refused resume); ``keep_checkpoints`` keeps finished episodes' threads; ``progress``
+    shows a progress bar on stderr.
+    """
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from tqdm import tqdm
+
+    from graph.graph import build_graph
+
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"--concurrency must be >= 1, got {concurrency}")
+    if context.feedback != "simulator" or context.approval:
+        raise ValueError("batch episodes observe a simulator without pauses: context.feedback must be "
+                         f"'simulator' and context.approval false, got {context.feedback!r}, {context.approval!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ep_path = out / EPISODES
+    settings = batch_settings(context, episodes, source)
+    if resume and (out / SETTINGS).exists():
+        check_resumable(json.loads((out / SETTINGS).read_text()), settings)
+    elif not resume and ep_path.exists() and ep_path.stat().st_size > 0:
+        raise ValueError(f"{ep_path} already exists; pass --resume to continue that run or choose a new --out")
+    (out / SETTINGS).write_text(json.dumps(settings, indent=2))
+
+    finished = repair_and_read(ep_path)
+    done_ids = {r["id"] for r in finished}
+    todo = [(eid, inp) for eid, inp in episodes if eid not in done_ids]
+    conn = sqlite3.connect(str(out / "checkpoints.sqlite"), check_same_thread=False)
+    saver = SqliteSaver(conn)
+    saver.setup()
+    graph = build_graph(checkpointer=saver)
+    writer = EpisodeWriter(ep_path)
+    bar = tqdm(total=len(episodes), initial=len(episodes) - len(todo), desc="episodes",
+               unit="ep", disable=not progress, file=sys.stderr, mininterval=0.5)
+    result = BatchResult(records=list(finished), ran=len(todo))
+    lock = threading.Lock()
+
+    def one(eid: str, inp: dict[str, Any]) -> dict:
+        t0 = time.perf_counter()
+        try:
+            values = run_episode_thread(graph, eid, inp, context)
+            rec = episode_record(eid, values, context, time.perf_counter() - t0)
+        except Exception as e:  # recorded, never fatal for the batch
+            rec = error_record(eid, e)
+        writer.write(rec)
+        if not keep_checkpoints:
+            try:
+                saver.delete_thread(eid)
+            except Exception:
+                pass
+        return rec
+
+    t0 = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="episode") as pool:
+            for fut in as_completed([pool.submit(one, eid, inp) for eid, inp in todo]):
+                rec = fut.result()
+                with lock:
+                    result.records.append(rec)
+                bar.update(1)
+    finally:
+        bar.close()
+        writer.close()
+        result.seconds = time.perf_counter() - t0
+        conn.close()
+    return result

@@ -1,0 +1,93 @@
+"""``dara run``: scripted batch episodes through the DARA graph.
+
+Every episode is one graph thread, run concurrently and durably by
+:func:`graph.commands.episodes.run_episodes`. Episodes are environments ``0..N-1`` of a
+family (``--family``) or the lines of a JSONL file (``--tasks``).
+
+Outputs in ``--out DIR``:
+
+- ``episodes.jsonl`` — one whole line per finished episode, appended and fsynced
+  atomically under a lock: ``{"id", "rounds": [{"round", "proposal", "allocation",
+  "mroi", "source", "text", "error", "budget_reasons"}...], "regret": [...],
+  "mroi_var": [...], "dispersion": [...], "stop_reason", ...}``;
+- ``summary.csv`` — per round: mean/median regret, MROI variance, dispersion,
+  fallback and carried rates;
+- ``rounds.png`` — regret per round (mean and inter-quartile band);
+- ``checkpoints.sqlite`` — LangGraph ``SqliteSaver``: a killed batch restarted with
+  ``--resume`` skips finished episodes (by id) and resumes in-flight ones from their
+  last checkpoint, so nothing is lost or duplicated; a torn last line is repaired;
+- ``run.json`` — the run's context and episodes (``--resume`` refuses different ones).
+
+A malformed model answer is recorded (source ``fallback``, ``error``), never fatal; an
+episode that fails outright is recorded with ``"status": "error"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from graph.commands.context_flags import MODEL_FIELDS, POLICY_FIELDS, add_context_flags, context_from_args
+
+CONTEXT_FIELDS = (*POLICY_FIELDS, *MODEL_FIELDS, "window", "max_rounds", "tolerance", "seed")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dara run", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--family", default="quadratic", help="environment family (tools.envs.FAMILIES)")
+    p.add_argument("--episodes", type=int, default=20, help="number of episodes (environments 0..N-1)")
+    p.add_argument("--periods", type=int, default=6, help="T: slots per environment (synthetic families)")
+    p.add_argument("--budget", type=float, default=6.0, help="B: total budget (synthetic families)")
+    p.add_argument("--noise", type=float, default=0.0, help="feedback noise (coefficient of variation)")
+    p.add_argument("--history", type=int, default=3, help="few-shot records per task")
+    p.add_argument("--tasks", default=None,
+                   help="JSONL of episodes instead of --family: each line {\"id\"?, \"task\"?, \"env\"} "
+                        "where env is an EnvBatch spec with \"index\" (simulator feedback needs one)")
+    add_context_flags(p, CONTEXT_FIELDS, helps={
+        "seed": "Seed of the environments (with --family) and of simulator feedback noise "
+                "(and of sampling when temperature > 0)."})
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue a killed run in --out")
+    p.add_argument("--concurrency", type=int, default=8, help="episodes in flight at once")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep finished episodes' checkpoints (default: delete once written)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar / table")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"dara run: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
+    from graph.commands.episode_sources import family_episodes, task_episodes
+    from graph.commands.episodes import run_episodes
+    from graph.commands.summaries import format_round_table, round_summary, write_round_summary
+
+    ctx = context_from_args(args, CONTEXT_FIELDS)
+    if args.tasks:
+        source = {"tasks": args.tasks}
+        episodes = task_episodes(args.tasks)
+    else:
+        source = {k: getattr(args, k) for k in ("family", "episodes", "seed", "periods", "budget",
+                                                 "noise", "history")}
+        episodes = family_episodes(args.family, args.episodes, seed=args.seed, periods=args.periods,
+                                   budget=args.budget, noise=args.noise, history=args.history)
+    out = Path(args.out)
+    result = run_episodes(ctx, episodes, out, args.concurrency, args.resume, source=source,
+                          keep_checkpoints=args.keep_checkpoints, progress=not args.quiet)
+    rows = round_summary(result.records)
+    write_round_summary(rows, out)
+    if not args.quiet:
+        print(format_round_table(rows))
+        rate = result.ran / result.seconds * 60 if result.seconds > 0 and result.ran else float("nan")
+        print(f"{len(result.records)} episodes in {out} ({result.ran} run now in {result.seconds:.1f}s, "
+              f"{rate:.1f} episodes/min; {result.errors} failed)")
+    return 0 if result.errors == 0 else 1
