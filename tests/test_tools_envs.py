@@ -14,7 +14,7 @@ from tools.envs import FAMILIES, EnvBatch, env_from_spec, make_envs
 from tools.envs.base import GL_NODES, GL_WEIGHTS, sample_history_box
 from tools.task import Task
 
-SYN = ["quadratic", "exponential", "hill"]
+SYN = ["quadratic", "exponential", "hill", "media"]
 
 
 @pytest.mark.parametrize("family", SYN)
