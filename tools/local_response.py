@@ -10,8 +10,10 @@ Model, per slot ``t``, fitted by least squares over the records (spend ``x_k``, 
 ``level_t`` the mean MROI. Integrating it gives the slot's response curve, so the change
 in return from moving spend ``c -> b`` is ``integral_c^b r_t``, a quadratic in ``b``.
 
-Uncertainty: the residuals of all slots pool into one variance ``sigma^2`` (slots share
-the measurement process, and three records per slot cannot estimate a variance each);
+Uncertainty: the residuals of every slot around its own least-squares line pool into one
+variance ``sigma^2`` (slots share the measurement process, and three records per slot
+cannot estimate a variance each; a slot whose own slope is unusable for planning still
+measures noise with it, so a borrowed slope's misfit is not mistaken for noise);
 a slot with ``n`` records contributes ``n - 2`` degrees of freedom (``n - 1`` when its
 spend never varied and only its level is fitted). Standard least-squares algebra then
 gives ``var(level) = sigma^2 / n`` and ``var(slope) = sigma^2 / Sxx`` (independent, the
@@ -125,7 +127,10 @@ def fit_local_response(alloc, mroi, unit: float) -> LocalResponse:
     sxx = (x * x).sum(0)
     varied = sxx > (SPREAD * unit) ** 2
     slope = local_slopes(alloc[None], mroi[None], np.array([float(unit)]))[0]
-    resid = mroi - (level + slope * x)
+    # Noise is judged by each slot's own least-squares line (its raw slope, even where that
+    # slope is not usable for planning), so a borrowed slope's misfit is not counted as noise.
+    own = np.where(varied, (x * (mroi - level)).sum(0) / np.maximum(sxx, _EPS), 0.0)
+    resid = mroi - (level + own * x)
     dof = int(np.where(varied, H - 2, H - 1).clip(min=0).sum())
     sigma = float(np.sqrt((resid**2).sum() / dof)) if dof > 0 else None
     return LocalResponse(center=center, level=level, slope=slope, n=np.full(T, float(H)), sxx=sxx,

@@ -50,11 +50,13 @@ def format_money(x: float, cents: bool = True) -> str:
 
 
 def format_amount(x: float) -> str:
-    """Money without trailing zeros: ``19,000``, ``2.5``, ``1.44``; for sentences, not tables."""
+    """Money for sentences: whole amounts without cents (``19,000``), others to the cent
+    (``2.50``, ``1.44``)."""
     if not math.isfinite(x):
         return str(x)
-    text = f"{x:,.2f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
+    text = f"{x:,.2f}"
+    text = text[:-3] if text.endswith(".00") else text
+    return "0" if text == "-0" else text
 
 
 def format_ratio(x: float | None, digits: int = 3) -> str:
