@@ -330,13 +330,13 @@ def load_task(source: Any, *, require_history: bool = True) -> Task:
         path = Path(source)
         name = str(path)
         if path.is_dir():
-            raise TaskError("task", show(name), "is a directory, expected a JSON task file")
+            raise TaskError("task", json.dumps(name), "is a directory, expected a JSON task file")
         try:
             source = path.read_text()
         except FileNotFoundError:
-            raise TaskError("task", show(name), "file not found") from None
+            raise TaskError("task", json.dumps(name), "file not found") from None
         except (OSError, UnicodeDecodeError) as e:
-            raise TaskError("task", show(name), f"cannot be read ({type(e).__name__})") from None
+            raise TaskError("task", json.dumps(name), f"cannot be read ({type(e).__name__})") from None
     if isinstance(source, (str, bytes)):
         try:
             source = json.loads(source)
