@@ -18,7 +18,6 @@ exact linear interpolation on the last bracket.
 
 from __future__ import annotations
 
-import math
 from typing import Literal, Sequence
 
 import numpy as np
