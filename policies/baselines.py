@@ -15,8 +15,8 @@ all methods are compared under the same constraint handling.
 - ``hold``: keep the latest allocation (no refinement); the Optimizer slot of the
   ``reasoner-only`` ablation.
 - ``local-model``: fit each slot's MROI slope from the window (least squares of MROI on
-  spend per slot), then equalise MROI on that local linear model by water-filling,
-  inside a trust region. It sees only what a prompt shows, never the oracle, which is
+  spend per slot, ``tools.local_response.local_slopes``), then equalise MROI on that
+  local linear model by water-filling, inside a trust region. It sees only what a prompt shows, never the oracle, which is
   why it is the SFT teacher.
 
 No torch here: importing this module must stay cheap.
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from policies.base import Decision, DecisionRequest
+from tools.local_response import local_slopes  # the one local response model, shared with the self-check
 
 BASELINES = ("uniform", "heuristic", "gradient", "local-model", "hold")
 
@@ -76,32 +77,6 @@ def gradient(win_alloc, win_mroi, budget, lower=None, upper=None, step: float = 
     mean = r.mean(axis=1, keepdims=True)
     scale = np.maximum(np.abs(mean), np.abs(r).max(axis=1, keepdims=True) * 1e-3) + _EPS
     return b + step * (budget / T)[:, None] * (r - mean) / scale
-
-
-def local_slopes(win_alloc: np.ndarray, win_mroi: np.ndarray, unit: np.ndarray) -> np.ndarray:
-    """Per-slot least-squares slope dMROI/dspend over the window, negative where usable.
-
-    Slots whose spend barely varies in the window (or whose fitted slope is not
-    negative) borrow the median usable slope of their own environment; environments
-    with none at all use ``-mean(r) / (B/T)`` (MROI halves over one uniform share).
-    """
-    x = win_alloc - win_alloc.mean(axis=1, keepdims=True)
-    y = win_mroi - win_mroi.mean(axis=1, keepdims=True)
-    sxx = (x * x).sum(axis=1)
-    sxy = (x * y).sum(axis=1)
-    spread_ok = sxx > (0.02 * unit[:, None]) ** 2
-    slope = np.where(spread_ok, sxy / np.maximum(sxx, _EPS), np.nan)
-    usable = np.isfinite(slope) & (slope < 0)
-    slope = np.where(usable, slope, np.nan)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(slope, axis=1)
-    prior = -np.maximum(np.abs(win_mroi[:, -1, :]).mean(axis=1), _EPS) / unit
-    med = np.where(np.isfinite(med), med, prior)
-    return np.where(usable, slope, med[:, None])
 
 
 def local_model(

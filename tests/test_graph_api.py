@@ -68,7 +68,7 @@ def test_allocate_bad_task_file_is_a_clear_error(tmp_path, capsys):
     p = tmp_path / "task.json"
     p.write_text(json.dumps({**TASK, "budget": -1}))
     assert allocate_main(["--task", str(p), "--reasoner", "uniform"]) == 2
-    assert "budget must be a finite positive number" in capsys.readouterr().err
+    assert "budget = -1: expected a number > 0" in capsys.readouterr().err
 
 
 def test_copilot_example_runs():

@@ -117,3 +117,41 @@ def test_enforce_budget_unchanged_and_fallbacks():
     rep = enforce_budget([7.0, 0.0, 0.0], t, None)
     assert "sum was 7" in rep.reasons[-1]
     assert rep.model_dump()["allocation"] == rep.allocation  # JSON-able for graph state
+
+
+def test_enforce_budget_names_exactly_the_slots_it_changed():
+    # Regression: an edit clipped at one bound used to report "other slots adjusted" although
+    # only one other slot moved; the report must name it, with old and new values.
+    t = _task(labels=["tv", "search", "social"], lower=[0, 0, 1], upper=[3, 6, 1])
+    rep = enforce_budget([4.0, 1.0, 1.0], t)
+    assert rep.reasons == ["tv above upper bound 3 (was 4), lowered to 3", "search 1 -> 2 to keep the sum at budget 6"]
+    assert [(a.label, a.proposed, a.applied, a.why) for a in rep.adjustments] == [
+        ("tv", 4.0, 3.0, "upper bound"), ("search", 1.0, 2.0, "budget sum")]
+    assert not any("other slots" in r or "social" in r for r in rep.reasons)
+
+
+def test_enforce_budget_keeps_max_change_limits_relative_to_current_spend():
+    hist = [{"allocation": [100.0, 100.0, 100.0], "mroi": [2.0, 1.0, 0.5]}]
+    t = Task(budget=300.0, periods=3, history=hist, max_change=0.3, labels=["tv", "search", "social"])
+    rep = enforce_budget([200.0, 100.0, 0.0], t)
+    assert rep.allocation == [130.0, 100.0, 70.0]
+    assert rep.reasons == ["tv above its change limit 130 (was 200), lowered to 130",
+                           "social below its change limit 70 (was 0), raised to 70"]
+    rep = enforce_budget([200.0, 80.0, 80.0], t)
+    assert rep.allocation == [130.0, 85.0, 85.0]
+    assert rep.reasons[-1] == "sum was 360, moved to budget 300 (nearest feasible allocation): search 80 -> 85, social 80 -> 85"
+    assert [a.why for a in rep.adjustments] == ["change limit", "budget sum", "budget sum"]
+    # Per-slot limits, and a current spend other than the last history row.
+    t2 = t.model_copy(update={"max_change": [0.0, 1.0, 1.0]})
+    assert enforce_budget([0.0, 150.0, 150.0], t2).allocation[0] == 100.0
+    assert np.allclose(enforce_budget([300.0, 0.0, 0.0], t, current=[150.0, 75.0, 75.0]).allocation,
+                       [195.0, 52.5, 52.5])
+    with pytest.raises(ValueError, match="max_change: .* excludes budget 300"):
+        enforce_budget([100.0, 100.0, 100.0], t, current=[10.0, 10.0, 10.0])
+
+
+def test_reasons_use_plain_money_not_exponents():
+    t = Task(budget=2.5e6, periods=2)
+    rep = enforce_budget([2e6, 1e6], t)
+    assert "sum was 3,000,000, moved to budget 2,500,000" in rep.reasons[0]
+    assert "e+" not in " ".join(rep.reasons)

@@ -5,8 +5,9 @@ Every allocation that reaches an environment must satisfy
 often miss: the sum is off, a slot is negative, a bound is crossed, the list has the wrong
 length or did not parse at all. ``project`` returns the *nearest* feasible allocation in
 Euclidean distance (so a proposal that is almost right is changed almost not at all), and
-``enforce_budget`` wraps it with the bookkeeping an analyst needs to read an episode: what
-was changed, by how much, and why.
+``enforce_budget`` wraps it with the bookkeeping an analyst needs to read an episode: which
+slots were changed, from what to what, and which rule (a bound, the task's ``max_change``
+limit on change relative to current spend, or the budget sum) changed each.
 
 The projection onto ``{lo <= b <= hi, sum b = B}`` has the closed form
 ``b* = clip(b - mu, lo, hi)`` for the unique shift ``mu`` that makes the sum equal ``B``
@@ -17,15 +18,15 @@ exact linear interpolation on the last bracket.
 
 from __future__ import annotations
 
-import math
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 from pydantic import BaseModel, Field
 
+from tools.money import format_amount, format_ratio
 from tools.task import Task
 
-__all__ = ["project", "enforce_budget", "BudgetReport"]
+__all__ = ["project", "enforce_budget", "BudgetReport", "SlotAdjustment"]
 
 
 def _broadcast_bound(x, shape: tuple[int, int], name: str, default: float) -> np.ndarray:
@@ -120,6 +121,16 @@ def project(
     return out[0] if single else out
 
 
+class SlotAdjustment(BaseModel):
+    """One slot the budget tool changed: from what, to what, and which rule did it."""
+
+    label: str
+    proposed: float
+    applied: float
+    why: Literal["negative", "lower bound", "upper bound", "change limit", "budget sum"] = Field(
+        description="The rule that moved the slot: its own bound or change limit, or keeping the sum at B.")
+
+
 class BudgetReport(BaseModel):
     """What the budget tool did to a proposal, in plain JSON types (fits graph state)."""
 
@@ -128,26 +139,48 @@ class BudgetReport(BaseModel):
     reasons: list[str] = Field(default_factory=list, description="Human-readable reasons for each change.")
     max_abs_change: float = Field(0.0, description="Largest per-slot change vs the proposal (or fallback).")
     used_fallback: bool = Field(False, description="True when the proposal was missing or unusable.")
+    adjustments: list[SlotAdjustment] = Field(
+        default_factory=list, description="Every slot that changed, with the rule that changed it.")
 
 
 def _fmt(x: float) -> str:
-    return f"{x:.6g}"
+    return format_amount(x) if abs(x) >= 0.01 or x == 0 else format_ratio(x)
+
+
+def _feasible_limits(task: Task, current) -> tuple[np.ndarray, np.ndarray]:
+    """[lower, upper] intersected with the ``max_change`` window; a clear error if empty."""
+    lo, hi = task.limits(current)
+    B = float(task.budget)
+    tol = 1e-9 * max(1.0, B)
+    names = task.slot_labels
+    for t in np.nonzero(lo > hi + tol)[0]:
+        raise ValueError(f"max_change: {names[t]} may move only within [{_fmt(lo[t])}, {_fmt(hi[t])}]"
+                         " of its current spend and bounds, an empty range")
+    if lo.sum() > B + tol or hi.sum() < B - tol:
+        raise ValueError(f"max_change: with the bounds, the limits allow totals from {_fmt(lo.sum())} "
+                         f"to {_fmt(hi.sum())}, which excludes budget {_fmt(B)}")
+    return lo, np.maximum(hi, lo)
 
 
 def enforce_budget(
     proposal: Sequence[float] | None,
     task: Task,
     fallback: Sequence[float] | None = None,
+    current: Sequence[float] | None = None,
 ) -> BudgetReport:
-    """Make ``proposal`` feasible for ``task`` and say why anything changed.
+    """Make ``proposal`` feasible for ``task`` and say exactly what changed and why.
 
+    Feasible means within [lower, upper], within the task's ``max_change`` limits around
+    ``current`` (default: the last history allocation) and summing to the budget.
     A missing (``None``), wrong-length or non-finite proposal is replaced by ``fallback``
     (itself projected; if the fallback is unusable too, the uniform split ``B/T``), and
     the reason is recorded; the function never raises on a bad proposal because one
-    malformed model output must not kill a batch of episodes.
+    malformed model output must not kill a batch of episodes. It raises ``ValueError``
+    only when the limits themselves leave no feasible allocation for this ``current``.
     """
     T, B = task.periods, float(task.budget)
-    lo, hi = task.lower_array, task.upper_array
+    lo, hi = _feasible_limits(task, current)
+    task_lo, task_hi = task.lower_array, task.upper_array
     names = task.slot_labels
     reasons: list[str] = []
     used_fallback = False
@@ -186,27 +219,47 @@ def enforce_budget(
 
     out = project(base, B, lo, hi)
     tol = 1e-9 * max(1.0, abs(B))
+    moved = np.abs(out - base) > tol
+    why: dict[int, str] = {}
     for t in range(T):
         x = base[t]
         if x < 0 and lo[t] <= 0:
-            reasons.append(f"negative spend in {names[t]} ({_fmt(x)}) clipped to 0")
+            reasons.append(f"negative spend in {names[t]} ({_fmt(x)}) raised to {_fmt(out[t])}")
+            why[t] = "negative"
         elif x < lo[t] - tol:
-            reasons.append(f"{names[t]} below lower bound {_fmt(lo[t])} (was {_fmt(x)}), raised")
+            if lo[t] > task_lo[t]:
+                why[t] = "change limit"
+                reasons.append(f"{names[t]} below its change limit {_fmt(lo[t])} (was {_fmt(x)}), raised to {_fmt(out[t])}")
+            else:
+                why[t] = "lower bound"
+                reasons.append(f"{names[t]} below lower bound {_fmt(lo[t])} (was {_fmt(x)}), raised to {_fmt(out[t])}")
         elif x > hi[t] + tol:
-            reasons.append(f"{names[t]} above upper bound {_fmt(hi[t])} (was {_fmt(x)}), lowered")
+            if hi[t] < task_hi[t]:
+                why[t] = "change limit"
+                reasons.append(f"{names[t]} above its change limit {_fmt(hi[t])} (was {_fmt(x)}), lowered to {_fmt(out[t])}")
+            else:
+                why[t] = "upper bound"
+                reasons.append(f"{names[t]} above upper bound {_fmt(hi[t])} (was {_fmt(x)}), lowered to {_fmt(out[t])}")
+    # Slots moved only to keep the sum at B: name each, with its old and new value.
+    others = [t for t in range(T) if moved[t] and t not in why]
+    detail = ", ".join(f"{names[t]} {_fmt(base[t])} -> {_fmt(out[t])}" for t in others)
     s = float(base.sum())
     if abs(s - B) > tol:
-        reasons.append(f"sum was {_fmt(s)}, moved to budget {_fmt(B)} (nearest feasible allocation)")
-    elif reasons and not used_fallback:
-        reasons.append(f"other slots adjusted so the sum stays at budget {_fmt(B)}")
+        reasons.append(f"sum was {_fmt(s)}, moved to budget {_fmt(B)} (nearest feasible allocation)"
+                       + (f": {detail}" if detail else ""))
+    elif others and not used_fallback:
+        reasons.append(f"{detail} to keep the sum at budget {_fmt(B)}")
     change = float(np.max(np.abs(out - base)))
     changed = change > tol
     if not changed and not used_fallback:
         reasons = []
+    adjustments = [SlotAdjustment(label=names[t], proposed=float(base[t]), applied=float(out[t]),
+                                  why=why.get(t, "budget sum")) for t in range(T) if moved[t]]
     return BudgetReport(
         allocation=[float(x) for x in out],
         changed=bool(changed or used_fallback),
         reasons=reasons,
         max_abs_change=change,
         used_fallback=used_fallback,
+        adjustments=adjustments,
     )

@@ -1,0 +1,91 @@
+"""Plan report: the table's data to the cent, the uplift with its interval, the fact-built
+reason, and money formatting without float noise or exponents."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from tools.money import format_amount, format_money, format_ratio, round_cents
+from tools.plan_report import PlanReport, plan_report
+from tools.task import load_task
+
+HISTORY = [
+    {"allocation": [40000, 30000, 30000], "mroi": [0.9, 2.8, 1.6]},
+    {"allocation": [50000, 25000, 25000], "mroi": [0.7, 3.0, 1.8]},
+    {"allocation": [45000, 27000, 28000], "mroi": [0.8, 2.6, 1.7]},
+]
+
+
+def _task(history=HISTORY, **kw):
+    return load_task({"budget": 100000, "periods": 3, "labels": ["tv", "search", "social"],
+                      "history": history, **kw})
+
+
+def test_report_rows_reason_and_uplift():
+    rep = plan_report(_task(), [25000, 47000, 28000.000000000004])
+    assert rep.plan == [25000.0, 47000.0, 28000.0] and rep.current == [45000.0, 27000.0, 28000.0]
+    assert [(c.label, c.change, c.share, c.mroi_last) for c in rep.changes] == [
+        ("tv", -20000.0, 0.25, 0.8), ("search", 20000.0, 0.47, 2.6), ("social", 0.0, 0.28, 1.7)]
+    assert rep.changes[0].mroi_predicted == 1.2  # no float noise
+    assert rep.reason == ("moved 20,000 from tv (MROI 0.8) to search (2.6); "
+                          "social unchanged: its MROI (1.7) is at the mean (1.7)")
+    up = rep.expected_uplift
+    assert up.low < up.value < up.high and up.value > 0
+    assert rep.flags == [] and rep.warnings == [] and rep.notes == []
+    schema = PlanReport.model_json_schema()
+    assert {"current", "plan", "changes", "expected_uplift", "flags", "reason"} <= set(schema["properties"])
+
+
+def test_uplift_is_the_integral_of_linear_mroi():
+    # MROI exactly linear in spend: r_t(b) = a_t - s_t b, so the uplift is known in closed form.
+    a, s = np.array([3.0, 2.0]), np.array([1e-4, 5e-5])
+    allocs = [[10000, 10000], [12000, 8000], [9000, 11000]]
+    hist = [{"allocation": b, "mroi": list(a - s * np.array(b))} for b in allocs]
+    task = load_task({"budget": 20000, "periods": 2, "history": hist})
+    plan, cur = np.array([8000.0, 12000.0]), np.array(allocs[-1], float)
+    exact = float(np.sum(a * (plan - cur) - s / 2 * (plan**2 - cur**2)))
+    rep = plan_report(task, plan)
+    assert rep.expected_uplift.value == pytest.approx(exact, abs=0.01)
+    assert rep.expected_uplift.low == pytest.approx(exact, abs=0.01)  # zero residual: zero width
+
+
+def test_no_interval_when_a_moved_slot_never_varied_or_noise_is_unknown():
+    hist = [dict(r, allocation=[r["allocation"][0], r["allocation"][1] + r["allocation"][2] - 28000, 28000])
+            for r in HISTORY]
+    rep = plan_report(_task(hist), [45000, 17000, 38000])
+    assert rep.expected_uplift.low is None and rep.expected_uplift.high is None
+    assert "social" in rep.warnings[0] and "never varied" in rep.warnings[0]
+    rep = plan_report(_task(HISTORY[:2]), [40000, 35000, 25000])
+    assert rep.expected_uplift.low is None and "too few records" in rep.warnings[0]
+
+
+def test_report_on_return_records_says_mroi_was_estimated():
+    hist = [{"allocation": b, "return": [2.0 * np.sqrt(x) * k for x, k in zip(b, (50, 300, 120))]}
+            for b in (r["allocation"] for r in HISTORY)]
+    rep = plan_report(_task(hist), [35000, 37000, 28000])
+    assert rep.notes and rep.notes[0].startswith("MROI estimated from returns")
+    assert rep.changes[1].mroi_last > rep.changes[0].mroi_last
+
+
+def test_unchanged_slot_at_its_change_limit_says_so():
+    rep = plan_report(_task(max_change=[1.0, 1.0, 0.0]), [25000, 47000, 28000])
+    assert rep.reason.endswith("social unchanged: at its change limit")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 1e7, allow_nan=False), min_size=1, max_size=20))
+def test_round_cents_sums_exactly_and_moves_each_value_under_a_cent(values):
+    out = round_cents(values, sum(values))
+    assert sum(round(v * 100) for v in out) == round(sum(values) * 100)
+    assert all(abs(o - v) < 0.01 + 1e-6 for o, v in zip(out, values))
+    assert all(round(o, 2) == o for o in out)
+
+
+def test_money_formats():
+    assert round_cents([19000.000000000004, 80999.99999999999], 100000) == [19000.0, 81000.0]
+    assert round_cents([1 / 3] * 3, 1.0) == [0.34, 0.33, 0.33]
+    assert format_money(1.064e5) == "106,400.00" and format_money(1e6, cents=False) == "1,000,000"
+    assert format_amount(20000.0) == "20,000" and format_amount(2.5) == "2.50"
+    assert format_ratio(2.6) == "2.6" and format_ratio(0.000123) == "0.000123" and "e" not in format_ratio(1.5e7)

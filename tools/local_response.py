@@ -1,0 +1,137 @@
+"""The per-slot local response model: a straight line of MROI against spend, per slot.
+
+One model serves three readers, so they agree with each other: the ``local-model``
+baseline (``policies.baselines``) plans with its slopes, the self-check
+(``tools.self_check``) judges a plan's moves against it, and the plan report
+(``tools.plan_report``) predicts each slot's MROI and the change in return from it.
+
+Model, per slot ``t``, fitted by least squares over the records (spend ``x_k``, MROI
+``r_k``): ``r_t(b) = level_t + slope_t * (b - center_t)``, ``center_t`` the mean spend and
+``level_t`` the mean MROI. Integrating it gives the slot's response curve, so the change
+in return from moving spend ``c -> b`` is ``integral_c^b r_t``, a quadratic in ``b``.
+
+Uncertainty: the residuals of every slot around its own least-squares line pool into one
+variance ``sigma^2`` (slots share the measurement process, and three records per slot
+cannot estimate a variance each; a slot whose own slope is unusable for planning still
+measures noise with it, so a borrowed slope's misfit is not mistaken for noise);
+a slot with ``n`` records contributes ``n - 2`` degrees of freedom (``n - 1`` when its
+spend never varied and only its level is fitted). Standard least-squares algebra then
+gives ``var(level) = sigma^2 / n`` and ``var(slope) = sigma^2 / Sxx`` (independent, the
+line being centred), hence standard errors for predicted MROI and for the change in
+return. A slot whose spend never varied has no slope estimate: it borrows one for
+planning (see :func:`local_slopes`) but carries no interval away from its current spend.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["local_slopes", "LocalResponse", "fit_local_response"]
+
+_EPS = 1e-12
+#: A slot's spend "varied" when its standard deviation across records exceeds this share of B/T.
+SPREAD = 0.02
+
+
+def local_slopes(win_alloc: np.ndarray, win_mroi: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """Per-slot least-squares slope dMROI/dspend over the window, negative where usable.
+
+    Batched: ``win_alloc``/``win_mroi`` are ``(N, w, T)``, ``unit`` is ``(N,)`` (B/T).
+    Slots whose spend barely varies in the window (or whose fitted slope is not
+    negative) borrow the median usable slope of their own environment; environments
+    with none at all use ``-mean(r) / (B/T)`` (MROI halves over one uniform share).
+    """
+    x = win_alloc - win_alloc.mean(axis=1, keepdims=True)
+    y = win_mroi - win_mroi.mean(axis=1, keepdims=True)
+    sxx = (x * x).sum(axis=1)
+    sxy = (x * y).sum(axis=1)
+    spread_ok = sxx > (SPREAD * unit[:, None]) ** 2
+    slope = np.where(spread_ok, sxy / np.maximum(sxx, _EPS), np.nan)
+    usable = np.isfinite(slope) & (slope < 0)
+    slope = np.where(usable, slope, np.nan)
+    with np.errstate(all="ignore"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(slope, axis=1)
+    prior = -np.maximum(np.abs(win_mroi[:, -1, :]).mean(axis=1), _EPS) / unit
+    med = np.where(np.isfinite(med), med, prior)
+    return np.where(usable, slope, med[:, None])
+
+
+@dataclass(frozen=True)
+class LocalResponse:
+    """A fitted per-slot linear MROI model for one task (arrays are ``(T,)``).
+
+    ``varied[t]`` is False when slot t's spend never varied across the records: its
+    ``slope`` is then borrowed and nothing about it away from ``center`` is known.
+    ``sigma`` is the pooled residual standard deviation (None when no degrees of freedom
+    are left), ``dof`` its degrees of freedom.
+    """
+
+    center: np.ndarray
+    level: np.ndarray
+    slope: np.ndarray
+    n: np.ndarray
+    sxx: np.ndarray
+    varied: np.ndarray
+    sigma: float | None
+    dof: int
+
+    def mroi(self, b) -> np.ndarray:
+        """Predicted MROI at spend ``b``."""
+        return self.level + self.slope * (np.asarray(b, float) - self.center)
+
+    def mroi_se(self, b) -> np.ndarray:
+        """Standard error of the predicted MROI; ``nan`` where unknown (no sigma, or a slot
+        whose spend never varied, away from its one spend)."""
+        b = np.asarray(b, float)
+        if self.sigma is None:
+            return np.full(b.shape, np.nan)
+        d = b - self.center
+        slope_part = np.where(self.varied, d * d / np.maximum(self.sxx, _EPS), np.where(d == 0, 0.0, np.nan))
+        return self.sigma * np.sqrt(1.0 / self.n + slope_part)
+
+    def gain(self, b, current) -> np.ndarray:
+        """Per-slot change in return from moving spend ``current -> b`` (integral of MROI)."""
+        b, c = np.asarray(b, float), np.asarray(current, float)
+        return self.level * (b - c) + 0.5 * self.slope * ((b - self.center) ** 2 - (c - self.center) ** 2)
+
+    def gain_se(self, b, current) -> np.ndarray:
+        """Standard error of :meth:`gain` per slot; ``nan`` where unknown."""
+        b, c = np.asarray(b, float), np.asarray(current, float)
+        if self.sigma is None:
+            return np.full(b.shape, np.nan)
+        delta = b - c
+        quad = 0.5 * ((b - self.center) ** 2 - (c - self.center) ** 2)
+        slope_part = np.where(self.varied, quad * quad / np.maximum(self.sxx, _EPS),
+                              np.where(delta == 0, 0.0, np.nan))
+        return self.sigma * np.sqrt(delta * delta / self.n + slope_part)
+
+
+def fit_local_response(alloc, mroi, unit: float) -> LocalResponse:
+    """Fit :class:`LocalResponse` to records ``alloc``, ``mroi`` of shape ``(H, T)``, H >= 1.
+
+    Slopes are exactly those of :func:`local_slopes` over the same records (so the plan of
+    the ``local-model`` baseline and this model's predictions agree on slopes).
+    """
+    alloc = np.atleast_2d(np.asarray(alloc, float))
+    mroi = np.atleast_2d(np.asarray(mroi, float))
+    if alloc.shape != mroi.shape or alloc.shape[0] < 1:
+        raise ValueError(f"records must both have shape (H>=1, T); got {alloc.shape} and {mroi.shape}")
+    H, T = alloc.shape
+    center, level = alloc.mean(0), mroi.mean(0)
+    x = alloc - center
+    sxx = (x * x).sum(0)
+    varied = sxx > (SPREAD * unit) ** 2
+    slope = local_slopes(alloc[None], mroi[None], np.array([float(unit)]))[0]
+    # Noise is judged by each slot's own least-squares line (its raw slope, even where that
+    # slope is not usable for planning), so a borrowed slope's misfit is not counted as noise.
+    own = np.where(varied, (x * (mroi - level)).sum(0) / np.maximum(sxx, _EPS), 0.0)
+    resid = mroi - (level + own * x)
+    dof = int(np.where(varied, H - 2, H - 1).clip(min=0).sum())
+    sigma = float(np.sqrt((resid**2).sum() / dof)) if dof > 0 else None
+    return LocalResponse(center=center, level=level, slope=slope, n=np.full(T, float(H)), sxx=sxx,
+                         varied=varied, sigma=sigma, dof=dof)

@@ -1,0 +1,168 @@
+"""A plan in the analyst's units: the data ``dara allocate`` prints and writes as JSON.
+
+A list of numbers is not a recommendation an analyst can defend. The report gives, per
+slot, current and recommended spend to the cent (summing exactly to the budget), the
+change, the share of budget, the last observed MROI and the MROI the fitted response
+curve predicts at the new spend; the expected change in return with a 95 % interval;
+the self-check's flags; and a reason built only from those facts ("moved 20,000 from tv
+(MROI 0.8) to search (2.6); social unchanged: its MROI is at the mean"), never from a
+model's free text.
+
+Expected uplift: the sum over slots of the integral of each slot's fitted MROI line
+(``tools.local_response``) from current to recommended spend. Its interval is
+``value +- t(0.975, dof) * se`` with ``se`` from the pooled residual variance. When a slot
+the plan moves never varied its spend in the records there is no slope, hence no
+interval: ``low``/``high`` are None and a warning names the slots. Too few records to
+estimate the noise (no residual degrees of freedom) gives no interval either.
+
+The JSON schema (``PlanReport.model_json_schema()``) documents the contract; the graph
+layer adds ``raw_text``, ``source`` and ``provenance``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, Field
+from scipy import stats
+
+from tools.money import format_amount, format_ratio, round_cents
+from tools.self_check import Evidence, Flag, check_plan, fit_evidence, moved_slots
+from tools.task import Task
+
+__all__ = ["SlotChange", "Uplift", "PlanReport", "plan_report", "reason_text"]
+
+#: An unchanged slot's MROI counts as "at the mean" within this share of the MROI range.
+AT_MEAN = 0.1
+
+
+class SlotChange(BaseModel):
+    """One row of the plan table."""
+
+    label: str
+    current: float = Field(description="Current spend, to the cent.")
+    recommended: float = Field(description="Recommended spend, to the cent.")
+    change: float = Field(description="recommended - current, to the cent.")
+    share: float = Field(description="recommended / budget.")
+    mroi_last: float = Field(description="MROI in the last record (estimated when the records carry returns).")
+    mroi_predicted: float = Field(description="MROI the fitted response curve predicts at the recommended spend.")
+
+
+class Uplift(BaseModel):
+    """Expected change in return, recommended vs current, with a 95 % interval when known."""
+
+    value: float
+    low: float | None = None
+    high: float | None = None
+
+
+class PlanReport(BaseModel):
+    """Everything an analyst needs to read and defend one plan."""
+
+    budget: float
+    current: list[float] = Field(description="Current allocation per slot (slot order), to the cent.")
+    plan: list[float] = Field(description="Recommended allocation per slot, summing to the budget to the cent.")
+    changes: list[SlotChange]
+    expected_uplift: Uplift
+    flags: list[Flag] = Field(default_factory=list, description="Self-check findings; empty when the plan passes.")
+    reason: str = Field(description="Why, from the facts above.")
+    warnings: list[str] = Field(default_factory=list, description="Limits of the evidence behind the numbers.")
+    notes: list[str] = Field(default_factory=list, description="How figures were obtained, e.g. MROI estimated from returns.")
+
+
+def _cents(x: float) -> float:
+    return round(float(x), 2)
+
+
+def _sig(x: float) -> float:
+    """Six significant digits: MROI without float noise (1.2, not 1.2000000000000004)."""
+    return float(f"{float(x):.6g}")
+
+
+def _uplift(ev: Evidence, plan: np.ndarray, cur: np.ndarray, labels: list[str]) -> tuple[Uplift, list[str]]:
+    model = ev.model
+    value = float(model.gain(plan, cur).sum())
+    losing, gaining = moved_slots(plan - cur, ev.task.unit)
+    blind = [labels[t] for t in np.nonzero((losing | gaining) & ~model.varied)[0]]
+    if blind:
+        return Uplift(value=_cents(value)), [f"no interval for the expected uplift: the spend of {', '.join(blind)} "
+                                     "never varied in the records (no slope estimate)"]
+    if model.sigma is None:
+        return Uplift(value=_cents(value)), ["no interval for the expected uplift: too few records to estimate "
+                                     "their noise (need 3 or more)"]
+    se = float(np.sqrt(np.nansum(model.gain_se(plan, cur) ** 2)))
+    half = float(stats.t.ppf(0.975, model.dof)) * se
+    return Uplift(value=_cents(value), low=_cents(value - half), high=_cents(value + half)), []
+
+
+def reason_text(rows: list[SlotChange], unit: float, bound_note: dict[str, str] | None = None) -> str:
+    """A reason built only from the table: what moved where, at which MROI, and why the
+    unchanged slots stayed."""
+    bound_note = bound_note or {}
+    delta = np.array([r.change for r in rows])
+    losing, gaining = moved_slots(delta, unit)
+    if not (losing.any() or gaining.any()):
+        return "no change: the plan keeps the current allocation"
+
+    def side(mask: np.ndarray, first: bool) -> str:
+        idx = sorted(np.nonzero(mask)[0], key=lambda t: -abs(delta[t]))
+        if len(idx) == 1:
+            t = idx[0]
+            return f"{rows[t].label} (MROI {format_ratio(rows[t].mroi_last, 2)})" if first else \
+                f"{rows[t].label} ({format_ratio(rows[t].mroi_last, 2)})"
+        return ", ".join(f"{rows[t].label} (MROI {format_ratio(rows[t].mroi_last, 2)}, "
+                         f"{'+' if delta[t] > 0 else '-'}{format_amount(abs(delta[t]))})" for t in idx)
+
+    moved = float(delta[gaining].sum()) if gaining.any() else float(-delta[losing].sum())
+    parts = [f"moved {format_amount(moved)} from {side(losing, True)} to {side(gaining, False)}"]
+    r = np.array([row.mroi_last for row in rows])
+    mean, spread = float(r.mean()), float(r.max() - r.min())
+    for t in np.nonzero(~(losing | gaining))[0]:
+        label = rows[t].label
+        if label in bound_note:
+            parts.append(f"{label} unchanged: {bound_note[label]}")
+        elif abs(r[t] - mean) <= AT_MEAN * spread:
+            parts.append(f"{label} unchanged: its MROI ({format_ratio(r[t], 2)}) is at the mean "
+                         f"({format_ratio(mean, 2)})")
+        else:
+            parts.append(f"{label} unchanged (MROI {format_ratio(r[t], 2)})")
+    return "; ".join(parts)
+
+
+def _bound_notes(task: Task, plan: np.ndarray, cur: np.ndarray) -> dict[str, str]:
+    """Which unchanged slots sit at a bound or change limit (that is why they stayed)."""
+    lo, hi = task.limits(cur)
+    tol = 0.005
+    notes = {}
+    for t, label in enumerate(task.slot_labels):
+        if abs(plan[t] - cur[t]) > tol:
+            continue
+        if plan[t] >= hi[t] - tol and np.isfinite(hi[t]):
+            notes[label] = "at its upper bound" if hi[t] >= task.upper_array[t] - tol else "at its change limit"
+        elif plan[t] <= lo[t] + tol and lo[t] > 0:
+            notes[label] = "at its lower bound" if lo[t] <= task.lower_array[t] + tol else "at its change limit"
+    return notes
+
+
+def plan_report(task: Task, plan, current=None) -> PlanReport:
+    """Build the report for ``plan`` (T numbers, feasible for ``task``) against ``current``
+    (default: the last history allocation)."""
+    ev = fit_evidence(task, current)
+    labels = task.slot_labels
+    cur = np.asarray(ev.current, float)
+    b = np.asarray(plan, float)
+    if b.shape != (task.periods,) or not np.all(np.isfinite(b)):
+        raise ValueError(f"plan: expected {task.periods} finite numbers, got {list(np.ravel(b))[:8]}")
+    plan_c = round_cents(b, task.budget)
+    cur_c = round_cents(cur)
+    mroi_last = np.asarray(ev.task.history[-1].mroi, float)
+    mroi_pred = ev.model.mroi(b)
+    rows = [SlotChange(label=labels[t], current=cur_c[t], recommended=plan_c[t],
+                       change=round(plan_c[t] - cur_c[t], 2), share=round(plan_c[t] / task.budget, 4),
+                       mroi_last=_sig(mroi_last[t]), mroi_predicted=_sig(mroi_pred[t]))
+            for t in range(task.periods)]
+    uplift, warnings = _uplift(ev, b, cur, labels)
+    return PlanReport(
+        budget=float(task.budget), current=cur_c, plan=plan_c, changes=rows, expected_uplift=uplift,
+        flags=check_plan(task, b, evidence=ev),
+        reason=reason_text(rows, task.unit, _bound_notes(task, b, cur)),
+        warnings=warnings, notes=[ev.note] if ev.note else [])
