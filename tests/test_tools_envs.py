@@ -97,14 +97,16 @@ def test_value_closed_form_matches_integral_and_inverse(family):
     numeric = EnvBatch._value_gl(e, x, e.params)  # fixed Gauss-Legendre rule (kinks cost accuracy)
     # MROI has a kink (quadratic: clip at 0; hill: envelope tangent point), where a fixed
     # Gauss-Legendre rule is only ~1e-4 accurate; exponential is smooth.
+    # media's S-shaped curves (s up to 3) kink harder: the fixed rule is only ~5% there.
     kinked = family != "exponential"
-    assert np.allclose(closed, numeric, rtol=1e-2 if kinked else 1e-8, atol=1e-3 if kinked else 1e-10)
+    rtol = {"exponential": 1e-8, "media": 5e-2}.get(family, 1e-2)
+    assert np.allclose(closed, numeric, rtol=rtol, atol=1e-3 if kinked else 1e-10)
     from tools.envs.synthetic import hill_tangent
 
     def kink(i, t):
         if family == "quadratic":
             return e.params["r"][i, t]
-        if family == "hill":
+        if family in ("hill", "media"):
             return hill_tangent(e.params["K"][i, t], e.params["s"][i, t])[0]
         return 0.0
 
