@@ -109,3 +109,35 @@ def test_score_is_scale_free():
     s1, _, _ = R.score(t1, p1.requests, p1.mroi)
     s2, _, _ = R.score(t2, p2.requests, p2.mroi)
     np.testing.assert_allclose(s1, s2, atol=1e-6)
+
+
+def test_regret_term_scores_value_gain_towards_the_optimum():
+    """The regret term: an answer closing the gap earns up to +1, one moving away down to -1,
+    and a held plan 0, whatever the task's scale; score() wires it to the environment."""
+    from policies.base import DecisionRequest
+    from training.config import RewardConfig, RolloutConfig
+    from training.rewards import regret_term, score
+    from training.rollouts import PromptSource
+
+    assert regret_term([10.0, 8.0, 9.0], [8.0] * 3, [10.0] * 3, [True] * 3).tolist() == [1.0, 0.0, 0.5]
+    big = regret_term([1e6 * 9.0], [1e6 * 8.0], [1e6 * 10.0], [True])
+    assert big.tolist() == [0.5]
+    src = PromptSource(RolloutConfig(families=["quadratic"], env_pool=16), "reasoner", seed=3)
+    p = src.batch(4, 1)
+    best = p.teacher("local-model")
+    worst = np.zeros_like(best)
+    worst[:, 0] = p.budget  # everything on one slot
+    texts_best = [f"<answer>[{','.join(f'{x / q.task.unit:.2f}' for x in b)}]</answer>" for b, q in zip(best, p.requests)]
+    texts_worst = [f"<answer>[{','.join(f'{x / q.task.unit:.2f}' for x in b)}]</answer>" for b, q in zip(worst, p.requests)]
+    cfg = RewardConfig(regret_weight=2.0)
+    vb = p.best_value()
+    tb, terms_b, _ = score(texts_best, p.requests, p.mroi, "absolute", cfg, value_fn=p.value, best_value=vb)
+    tw, terms_w, _ = score(texts_worst, p.requests, p.mroi, "absolute", cfg, value_fn=p.value, best_value=vb)
+    assert (terms_b["regret"] > terms_w["regret"]).all()
+    assert terms_w["regret"].max() < 0 and terms_b["regret"].max() <= 2.0
+    assert (terms_b["answer_regret"] < terms_w["answer_regret"]).all()
+    # off by default: old configs score exactly as before
+    t0, terms0, _ = score(texts_best, p.requests, p.mroi, "absolute", RewardConfig(), value_fn=p.value, best_value=vb)
+    told, _, _ = score(texts_best, p.requests, p.mroi, "absolute", RewardConfig())
+    np.testing.assert_allclose(t0, told)
+    assert isinstance(p.requests[0], DecisionRequest)

@@ -112,13 +112,14 @@ def test_completion_mask():
 # ---------------------------------------------------------------------------------------
 # the trainer on tiny-random
 # ---------------------------------------------------------------------------------------
-def _fake_score(texts, requests, mroi_fn, encoding=None, cfg=None):
+def _fake_score(texts, requests, mroi_fn, encoding=None, cfg=None, value_fn=None, best_value=None):
     """Deterministic varied rewards (a random model never writes a parseable answer)."""
     from training.rewards import TERMS, parse_completions
 
     p = parse_completions(texts, requests, encoding)
     total = np.array([(zlib.crc32(t.encode()) % 1000) / 100.0 for t in texts])
     terms = {k: total / len(TERMS) for k in TERMS}
+    terms.update(regret=np.zeros_like(total), value_gain=np.zeros_like(total), answer_regret=np.zeros_like(total))
     return total, terms, p
 
 

@@ -109,6 +109,12 @@ class RewardConfig:
     bonus_small_change: float = _h(0.3, "Moves up to this earn 1 + |change|; larger ones earn bonus_large.")
     bonus_large: float = _h(0.5, "Bonus for a move larger than bonus_small_change.")
     format_weight: float = _h(1.0, "Weight of the graded format term (max 1 before weighting).")
+    regret_weight: float = _h(0.0, "Weight of the regret term: the answer's value gain over the current "
+                              "plan relative to that plan's gap to the optimum, (V(b) - V(b_cur)) / "
+                              "max(V* - V(b_cur), regret_eps * V*), clipped to [-1, 1] (0 = off). The "
+                              "simulator knows V* at training time; this is the term that tracks regret.")
+    regret_eps: float = _h(0.01, "Floor of the regret term's denominator, as a share of V*: a plan "
+                           "already within 1% of the optimum is not rewarded for noise-sized moves.")
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):

@@ -199,7 +199,8 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
     cap = cfg.completion_cap([r.task.periods for r in prompts.requests])
     ids, mask, comp, cmask, texts = sample(model, tok, p_ids, cfg, step_seed(cfg.seed, step), formats, cap)
     t_gen = time.time() - t0
-    total, terms, parsed = score(texts, prompts.requests, prompts.mroi, enc, cfg.reward)
+    total, terms, parsed = score(texts, prompts.requests, prompts.mroi, enc, cfg.reward,
+                                 value_fn=prompts.value, best_value=prompts.best_value())
     rewards = torch.tensor(total, dtype=torch.float32).view(P, G)
     adv = group_advantages(rewards, cfg.adv_eps).view(-1)
 
@@ -234,7 +235,10 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
     row = {
         "step": step,
         "train/reward": float(total.mean()),
-        **{f"train/reward/{k}": float(terms[k].mean()) for k in TERMS},
+        **{f"train/reward/{k}": float(terms[k].mean()) for k in TERMS + ("regret",)},
+        # unweighted: share of the current plan's gap the answers closed, and their regret
+        "train/value_gain": float(terms["value_gain"][parsed.ok].mean()) if parsed.ok.any() else float("nan"),
+        "train/answer_regret": float(terms["answer_regret"][parsed.ok].mean()) if parsed.ok.any() else float("nan"),
         "train/reward_std": float(rewards.std(dim=1).mean()),
         # what the answers gained over holding the current plan (comparable across steps)
         "train/env_gain": float(np.mean((terms["env"] - hold_env_term(prompts.requests, cfg.reward.env_alpha))[parsed.ok]))

@@ -173,6 +173,28 @@ def bonus_term(alloc_units: np.ndarray, hist_alloc_units: np.ndarray, hist_mroi:
     return np.where(ok, cfg.bonus_weight * (up + down), 0.0)
 
 
+def regret_term(v_new: np.ndarray, v_cur: np.ndarray, v_star: np.ndarray, ok: np.ndarray,
+                weight: float = 1.0, eps: float = 0.01) -> np.ndarray:
+    """``weight * clip((V(b) - V(b_cur)) / max(V* - V(b_cur), eps V*), -1, 1)``; 0 where
+    the answer did not parse (the plan is then held, a gain of 0).
+
+    The dispersion term scores how level the MROI is, which a plan can improve without
+    earning more; this one scores what an advertiser gains, relative to what was left to
+    gain, so it means the same on easy and hard tasks.
+
+    >>> regret_term(np.array([9.0, 8.0, 10.0]), np.array([8.0] * 3), np.array([10.0] * 3),
+    ...             np.array([True, True, False]))
+    array([0.5, 0. , 0. ])
+    >>> regret_term(np.array([5.0]), np.array([8.0]), np.array([10.0]), np.array([True]))
+    array([-1.])
+    """
+    v_new, v_cur, v_star = (np.asarray(x, float) for x in (v_new, v_cur, v_star))
+    gap = np.maximum(v_star - v_cur, eps * np.abs(v_star))
+    gap = np.where(gap > 0, gap, 1.0)
+    gain = np.clip((v_new - v_cur) / gap, -1.0, 1.0)
+    return np.where(ok, weight * np.nan_to_num(gain), 0.0) + 0.0
+
+
 def format_term(has_open, has_close, has_brackets, n_numbers, T: int,
                 cfg: RewardConfig = RewardConfig()) -> np.ndarray:
     """Graded format credit in ``[0, format_weight]``.
@@ -268,12 +290,17 @@ def parse_completions(texts: Sequence[str], requests: Sequence, encoding: str | 
 
 
 def score(texts: Sequence[str], requests: Sequence, mroi_fn, encoding: str | None = None,
-          cfg: RewardConfig = RewardConfig()) -> tuple[np.ndarray, dict[str, np.ndarray], Parsed]:
+          cfg: RewardConfig = RewardConfig(), value_fn=None, best_value=None
+          ) -> tuple[np.ndarray, dict[str, np.ndarray], Parsed]:
     """Reward a batch of completions: parse, project onto the budget set, query MROI.
 
     ``mroi_fn(alloc (N,T) task units, rows (N,) bool) -> (N,T)`` returns the environment's
     MROI for the parsed rows (it is called with feasible allocations; other rows are
-    ignored). Returns ``(total, terms, parsed)``.
+    ignored). With ``value_fn(alloc (N,T)) -> (N,)`` (the hidden value V) and
+    ``best_value`` (N,) (V at the optimum), ``terms`` also holds ``regret``
+    (:func:`regret_term`, weight ``cfg.regret_weight``, added to the total) and
+    ``value_gain`` / ``answer_regret`` (unweighted diagnostics, not added): the current
+    plan is each window's latest record. Returns ``(total, terms, parsed)``.
     """
     from policies.prompts import mroi_scale
     from tools.budget import project
@@ -296,4 +323,13 @@ def score(texts: Sequence[str], requests: Sequence, mroi_fn, encoding: str | Non
     total, terms = composite(alloc_units=p.alloc_units, ok=p.ok, n_numbers=p.n_numbers,
                              has_open=p.has_open, has_close=p.has_close, has_brackets=p.has_brackets,
                              r=r, hist_alloc_units=ha, hist_mroi=hm, role=role, cfg=cfg)
+    if value_fn is not None and best_value is not None and N:
+        current = np.array([q.window[-1].allocation for q in requests], float)
+        v_cur = np.asarray(value_fn(current), float)
+        v_new = np.where(p.ok, np.asarray(value_fn(np.where(p.ok[:, None], feasible, current)), float), v_cur)
+        v_star = np.asarray(best_value, float)
+        terms["regret"] = regret_term(v_new, v_cur, v_star, p.ok, cfg.regret_weight, cfg.regret_eps)
+        total = total + terms["regret"]
+        terms["value_gain"] = regret_term(v_new, v_cur, v_star, p.ok, 1.0, cfg.regret_eps)
+        terms["answer_regret"] = (v_star - v_new) / np.where(np.abs(v_star) > 0, np.abs(v_star), 1.0)
     return total, terms, p

@@ -84,6 +84,28 @@ class Prompts:
                 out[m] = sub.mroi(alloc[m])
         return out
 
+    def value(self, alloc: np.ndarray) -> np.ndarray:
+        """Hidden value ``V`` ``(N,)`` of allocations (task units), per row's environment."""
+        alloc = np.asarray(alloc, float)
+        out = np.zeros(len(self))
+        for k, env in enumerate(self.envs):
+            m = self.env_index == k
+            if m.any():
+                out[m] = env.subset(self.env_row[m]).value(alloc[m])
+        return out
+
+    def best_value(self) -> np.ndarray:
+        """``V`` at the water-filling optimum ``(N,)`` (known to the simulator only)."""
+        from tools.oracle import oracle_allocation
+
+        out = np.zeros(len(self))
+        for k, env in enumerate(self.envs):
+            m = self.env_index == k
+            if m.any():
+                sub = env.subset(self.env_row[m])
+                out[m] = sub.value(oracle_allocation(sub))
+        return out
+
     def teacher(self, name: str = "local-model") -> np.ndarray:
         """The numeric teacher's feasible allocation per row (it sees only the window)."""
         from tools.budget import project
