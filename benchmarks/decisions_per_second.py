@@ -5,7 +5,10 @@ one run per configuration:
 
 - ``local`` batch 1   — transformers + PEFT, one prompt per ``generate`` call;
 - ``local`` batched   — the same, ``--batch-size`` prompts per call;
-- ``vllm``            — vLLM's offline engine (worker subprocess), all prompts in one call.
+- ``vllm``            — vLLM's offline engine (worker subprocess), all prompts in one call;
+- ``threads``         — the path concurrent ``dara run`` episodes take: ``--threads``
+  callers each ask an ``llm`` Optimizer policy (local backend) for ONE decision at a
+  time; the backend's request coalescer gathers them into batched generates.
 
 Decisions/s = prompts / wall time of generation (model loading and vLLM start-up are
 reported separately, not counted). Tokens/s counts generated tokens. "parseable" is the
@@ -14,6 +17,7 @@ adapter gives ~0; the shipped adapter should give ~100%).
 
     python benchmarks/decisions_per_second.py                 # 64 prompts, all three
     python benchmarks/decisions_per_second.py --batch1-limit 16   # batch-1 rate on 16 prompts
+    python benchmarks/decisions_per_second.py --n 32 --backends threads --threads 8
 
 Writes a Markdown table to stdout and ``benchmarks/results/decisions_per_second.md``.
 """
@@ -73,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="Time local batch 1 on the first K prompts only (a rate; saves minutes).")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--adapter", default=None, help="Optimizer adapter dir (default: shipped, else random).")
-    ap.add_argument("--backends", default="local1,local,vllm", help="Comma list of local1, local, vllm.")
+    ap.add_argument("--backends", default="local1,local,vllm",
+                    help="Comma list of local1, local, vllm, threads.")
+    ap.add_argument("--threads", type=int, default=8,
+                    help="Concurrent single-decision callers for the threads configuration.")
     ap.add_argument("--vllm-dtype", default="float32")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "decisions_per_second.md"))
     args = ap.parse_args(argv)
@@ -142,6 +149,26 @@ def main(argv: list[str] | None = None) -> int:
             texts = local.generate_texts(prompts, adapter="optimizer")
             add("local", args.batch_size, args.n, time.monotonic() - t0, texts, requests)
             texts_by["local"] = texts
+
+    if "threads" in wanted:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from policies import make_policy
+
+        policy = make_policy("llm", "optimizer", backend="local", base="embedded", adapter=adapter_dir,
+                             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+        policy.propose(requests[:1])  # warm-up (model load, constrained-decoding tables)
+        chat = policy.chat_model
+        calls0 = chat.generate_calls
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(args.threads) as pool:
+            decisions = list(pool.map(lambda r: policy.propose([r])[0], requests))
+        secs = time.monotonic() - t0
+        texts = [d.text for d in decisions]
+        add(f"local, {args.threads} threads", "coalesced", args.n, secs, texts, requests)
+        notes.append(f"threads: {args.n} single-decision calls from {args.threads} threads through "
+                     f"LLMPolicy (constrained answer format) ran as {chat.generate_calls - calls0} "
+                     f"batched generate calls")
 
     if "vllm" in texts_by and "local" in texts_by:
         same = sum(a == b for a, b in zip(texts_by["vllm"], texts_by["local"]))
