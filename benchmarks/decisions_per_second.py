@@ -1,11 +1,15 @@
-"""Decisions per second of the Optimizer on the embedded model + a LoRA adapter.
+"""Decisions per second of the Optimizer on the embedded model + a LoRA adapter
+(``--base tiny-random --adapter none`` for a quick run of the code paths).
 
 Same prompts (N Optimizer prompts, quadratic family, default delta encoding), greedy,
 one run per configuration:
 
 - ``local`` batch 1   — transformers + PEFT, one prompt per ``generate`` call;
 - ``local`` batched   — the same, ``--batch-size`` prompts per call;
-- ``vllm``            — vLLM's offline engine (worker subprocess), all prompts in one call.
+- ``vllm``            — vLLM's offline engine (worker subprocess), all prompts in one call;
+- ``threads``         — the path concurrent ``dara run`` episodes take: ``--threads``
+  callers each ask an ``llm`` Optimizer policy (local backend) for ONE decision at a
+  time; the backend's request coalescer gathers them into batched generates.
 
 Decisions/s = prompts / wall time of generation (model loading and vLLM start-up are
 reported separately, not counted). Tokens/s counts generated tokens. "parseable" is the
@@ -14,6 +18,7 @@ adapter gives ~0; the shipped adapter should give ~100%).
 
     python benchmarks/decisions_per_second.py                 # 64 prompts, all three
     python benchmarks/decisions_per_second.py --batch1-limit 16   # batch-1 rate on 16 prompts
+    python benchmarks/decisions_per_second.py --n 32 --backends threads --threads 8
 
 Writes a Markdown table to stdout and ``benchmarks/results/decisions_per_second.md``.
 """
@@ -32,8 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _adapter(arg: str | None) -> tuple[str, str]:
-    """(adapter dir, description): --adapter, else the shipped optimizer, else a random LoRA."""
+def _adapter(arg: str | None, base: str) -> tuple[str | None, str]:
+    """(adapter dir, description): --adapter (``none`` = the base model alone), else the
+    shipped optimizer (embedded base), else a random LoRA."""
+    if arg == "none" or (arg is None and base != "embedded"):
+        return None, "none (base model)"
     if arg:
         return str(Path(arg).resolve()), f"`{arg}`"
     shipped = ROOT / "policies" / "adapters" / "optimizer"
@@ -72,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch1-limit", type=int, default=None,
                     help="Time local batch 1 on the first K prompts only (a rate; saves minutes).")
     ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--adapter", default=None, help="Optimizer adapter dir (default: shipped, else random).")
-    ap.add_argument("--backends", default="local1,local,vllm", help="Comma list of local1, local, vllm.")
+    ap.add_argument("--adapter", default=None,
+                    help="Optimizer adapter dir, or none (default: shipped, else random; none unless --base embedded).")
+    ap.add_argument("--base", default="embedded", help="Base model: embedded, tiny-random or an HF dir.")
+    ap.add_argument("--backends", default="local1,local,vllm",
+                    help="Comma list of local1, local, vllm, threads.")
+    ap.add_argument("--threads", type=int, default=8,
+                    help="Concurrent single-decision callers for the threads configuration.")
     ap.add_argument("--vllm-dtype", default="float32")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "decisions_per_second.md"))
     args = ap.parse_args(argv)
@@ -91,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     prompt_tokens = sum(
         len(tok(tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True),
                 add_special_tokens=False)["input_ids"]) for p in prompts) / len(prompts)
-    adapter_dir, adapter_desc = _adapter(args.adapter)
+    adapter_dir, adapter_desc = _adapter(args.adapter, args.base)
+    adapters = {"optimizer": adapter_dir} if adapter_dir else {}
+    adapter = "optimizer" if adapter_dir else None
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
     rows: list[dict] = []
     notes: list[str] = []
@@ -108,12 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         from policies.backends.vllm_backend import VLLMEngine
 
         t0 = time.monotonic()
-        eng = VLLMEngine("embedded", {"optimizer": adapter_dir}, dtype=args.vllm_dtype).start()
+        eng = VLLMEngine(args.base, adapters, dtype=args.vllm_dtype).start()
         notes.append(f"vLLM offline engine start-up: {time.monotonic() - t0:.0f} s (not counted), "
                      f"dtype {args.vllm_dtype}, vllm {eng.info.get('vllm')}")
         try:
             t0 = time.monotonic()
-            out = eng.generate(prompts, adapter="optimizer", max_new_tokens=args.max_new_tokens)
+            out = eng.generate(prompts, adapter=adapter, max_new_tokens=args.max_new_tokens)
             secs = time.monotonic() - t0
         finally:
             eng.close()
@@ -125,23 +140,44 @@ def main(argv: list[str] | None = None) -> int:
         from policies.backends.local import LocalChatModel
 
         t0 = time.monotonic()
-        local = LocalChatModel(base="embedded", adapters={"optimizer": adapter_dir},
+        local = LocalChatModel(base=args.base, adapters=adapters,
                                max_new_tokens=args.max_new_tokens, coalesce=False, batch_size=args.batch_size)
         notes.append(f"local model + adapter load: {time.monotonic() - t0:.0f} s (not counted), fp32")
-        local.generate_texts(prompts[:1], adapter="optimizer", max_new_tokens=2)  # warm-up
+        local.generate_texts(prompts[:1], adapter=adapter, max_new_tokens=2)  # warm-up
         if "local1" in wanted:
             k = min(args.n, args.batch1_limit or args.n)
             t0 = time.monotonic()
-            texts = [local.generate_texts([p], adapter="optimizer")[0] for p in prompts[:k]]
+            texts = [local.generate_texts([p], adapter=adapter)[0] for p in prompts[:k]]
             add("local", 1, k, time.monotonic() - t0, texts, requests[:k])
             texts_by["local1"] = texts
             if k < args.n:
                 notes.append(f"local batch 1 timed on the first {k} of {args.n} prompts (a rate)")
         if "local" in wanted:
             t0 = time.monotonic()
-            texts = local.generate_texts(prompts, adapter="optimizer")
+            texts = local.generate_texts(prompts, adapter=adapter)
             add("local", args.batch_size, args.n, time.monotonic() - t0, texts, requests)
             texts_by["local"] = texts
+
+    if "threads" in wanted:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from policies import make_policy
+
+        policy = make_policy("llm", "optimizer", backend="local", base=args.base,
+                             adapter=adapter_dir or "none", max_new_tokens=args.max_new_tokens,
+                             batch_size=args.batch_size)
+        policy.propose(requests[:1])  # warm-up (model load, constrained-decoding tables)
+        chat = policy.chat_model
+        calls0 = chat.generate_calls
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(args.threads) as pool:
+            decisions = list(pool.map(lambda r: policy.propose([r])[0], requests))
+        secs = time.monotonic() - t0
+        texts = [d.text for d in decisions]
+        add(f"local, {args.threads} threads", "coalesced", args.n, secs, texts, requests)
+        notes.append(f"threads: {args.n} single-decision calls from {args.threads} threads through "
+                     f"LLMPolicy (constrained answer format) ran as {chat.generate_calls - calls0} "
+                     f"batched generate calls")
 
     if "vllm" in texts_by and "local" in texts_by:
         same = sum(a == b for a, b in zip(texts_by["vllm"], texts_by["local"]))
@@ -159,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load = os.getloadavg()
     lines = [
-        "# Decisions per second — Optimizer, embedded SmolLM2-135M + LoRA",
+        f"# Decisions per second — Optimizer, base model {args.base}",
         "",
         f"{args.n} Optimizer prompts (quadratic, T=6, delta encoding, ~{prompt_tokens:.0f} prompt tokens), "
         f"greedy, max {args.max_new_tokens} new tokens, stop at `</answer>`. Adapter: {adapter_desc}.",

@@ -89,7 +89,6 @@ def build_policy(ctx: Context, role: str, name: str) -> Policy:
         from policies.baselines import make_baseline
 
         return make_baseline(name)
-    from graph.batching import CoalescingPolicy
     from policies import make_policy
 
     adapter = ctx.reasoner_adapter if role == "reasoner" else ctx.optimizer_adapter
@@ -99,8 +98,9 @@ def build_policy(ctx: Context, role: str, name: str) -> Policy:
         kw.update(temperature=ctx.temperature, seed=ctx.seed)
     policy = make_policy("llm", role, backend=ctx.backend, base=ctx.base, adapter=adapter,
                          encoding=encoding, **kw)
-    # Concurrent episodes (dara run, Studio threads) share batched generation calls.
-    return CoalescingPolicy(policy)
+    # Concurrent episodes (dara run, Studio threads) share batched generation calls
+    # through the backend's request coalescer (policies.backends.coalescer).
+    return policy
 
 
 REGISTRY = PolicyRegistry()

@@ -78,7 +78,7 @@ def embedded_gguf_path() -> Path:
     return path
 
 
-def _atomic_write_dir(final: Path, write) -> Path:
+def atomic_write_dir(final: Path, write) -> Path:
     """Call ``write(tmpdir)`` then rename it to ``final``; a concurrent winner is kept."""
     if final.is_dir():
         return final
@@ -141,7 +141,7 @@ def embedded_model_dir() -> Path:
         (tmp / "README.md").write_text(_CARD.format(gguf=g.name))
 
     with _LOCK:
-        _atomic_write_dir(final, write)
+        atomic_write_dir(final, write)
         _strip_quantization_config(final)
         return final
 
@@ -169,7 +169,7 @@ def embedded_tokenizer():
     model_dir = dara_home() / "models" / EMBEDDED_DIRNAME
     if model_dir.is_dir():
         return _prepare_tokenizer(AutoTokenizer.from_pretrained(str(model_dir)))
-    tdir = _atomic_write_dir(dara_home() / "models" / TOKENIZER_DIRNAME,
+    tdir = atomic_write_dir(dara_home() / "models" / TOKENIZER_DIRNAME,
                              lambda tmp: _gguf_tokenizer().save_pretrained(tmp))
     return _prepare_tokenizer(AutoTokenizer.from_pretrained(str(tdir)))
 
@@ -212,7 +212,7 @@ def tiny_random_dir(seed: int = 0) -> Path:
     """A cached on-disk copy of the tiny random model under ``$DARA_HOME/models``."""
     final = dara_home() / "models" / f"tiny-random-{seed}"
     with _LOCK:
-        return _atomic_write_dir(final, lambda tmp: save_tiny_random(tmp, seed))
+        return atomic_write_dir(final, lambda tmp: save_tiny_random(tmp, seed))
 
 
 def resolve_base(name: str | os.PathLike = EMBEDDED) -> str:

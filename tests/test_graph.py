@@ -8,7 +8,6 @@ tests need no model and run in a few seconds.
 from __future__ import annotations
 
 import json
-import threading
 
 import numpy as np
 import pytest
@@ -16,10 +15,8 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from graph.batching import CoalescingPolicy
 from graph.context import Context
 from graph.graph import build_graph, graph
-from policies.base import Decision
 from policies.llm import LLMPolicy
 from policies.prompts import format_target, make_request
 from tools.envs import make_envs
@@ -256,38 +253,6 @@ def test_task_without_history_uses_uniform_plan():
     cfg = {"configurable": {"thread_id": "nohist"}}
     out = g.invoke({"task": task}, cfg, context={**BASE, "feedback": "live", "max_rounds": 1})
     assert out["__interrupt__"][0].value["apply"] == pytest.approx([1.0, 1.0, 1.0])
-
-
-def test_coalescing_policy_batches_concurrent_calls():
-    from policies.baselines import make_baseline
-
-    class Counting:
-        name = "counting"
-
-        def __init__(self):
-            self.batches = []
-            self.inner = make_baseline("uniform")
-
-        def propose(self, reqs):
-            self.batches.append(len(reqs))
-            return self.inner.propose(reqs)
-
-    inner = Counting()
-    pol = CoalescingPolicy(inner, max_batch=8, window_s=0.2)
-    task = _task_of()
-    req = make_request("optimizer", task)
-    results = [None] * 8
-    barrier = threading.Barrier(8)
-
-    def call(i):
-        barrier.wait()
-        results[i] = pol.propose([req])[0]
-
-    ts = [threading.Thread(target=call, args=(i,)) for i in range(8)]
-    [t.start() for t in ts]
-    [t.join() for t in ts]
-    assert sum(inner.batches) == 8 and len(inner.batches) <= 2
-    assert all(isinstance(r, Decision) and r.allocation == pytest.approx([task.unit] * 6) for r in results)
 
 
 @pytest.mark.slow

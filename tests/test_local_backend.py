@@ -99,11 +99,71 @@ def test_coalescer_merges_concurrent_calls(adapters):
     assert chat.coalesced_calls <= 2
 
 
-def test_stop_at_answer_tag():
-    from policies.backends.local import _cut_at
+def test_stop_at_answer_tag(plain):
+    from policies.backends.common import cut_at
 
-    assert _cut_at("<answer>[1]</answer> junk", ["</answer>"], keep=True) == "<answer>[1]</answer>"
-    assert _cut_at("abc STOP def", ["STOP"], keep=False) == "abc "
+    assert cut_at("<answer>[1]</answer> junk", ["</answer>"], keep=True) == "<answer>[1]</answer>"
+    assert cut_at("abc STOP def", ["STOP"], keep=False) == "abc "
+    text = plain.invoke(PROMPTS[0]).content
+    word = text.split()[1] if len(text.split()) > 1 else text[1:]
+    assert plain.invoke(PROMPTS[0], stop=[word]).content == text[: text.index(word)]
+
+
+def test_per_call_max_new_tokens(plain):
+    """``max_new_tokens`` per call through invoke / bind / batch / generate_texts."""
+    short = plain.generate_texts(PROMPTS[:2], max_new_tokens=3)
+    assert short != plain.generate_texts(PROMPTS[:2])  # the default cap is 8
+    assert plain.invoke(PROMPTS[0], max_new_tokens=3).content == short[0]
+    assert plain.bind(max_new_tokens=3).invoke(PROMPTS[0]).content == short[0]
+    assert [m.content for m in plain.batch(PROMPTS[:2], max_new_tokens=3)] == short
+    assert [m.content for m in plain.bind(max_new_tokens=3).batch(PROMPTS[:2])] == short
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="max_new_tokens"):
+            plain.invoke(PROMPTS[0], max_new_tokens=bad)
+
+
+def test_coalescer_groups_requests_by_cap():
+    chat = LocalChatModel(base="tiny-random", max_new_tokens=8, batch_size=16, coalesce_ms=300)
+    caps = [3 if i % 2 else 6 for i in range(len(PROMPTS))]
+    expected = {cap: dict(zip([i for i, c in enumerate(caps) if c == cap],
+                              chat.generate_texts([p for p, c in zip(PROMPTS, caps) if c == cap],
+                                                  max_new_tokens=cap)))
+                for cap in (3, 6)}
+    n0 = chat.generate_calls
+    results: dict[int, str] = {}
+    barrier = threading.Barrier(len(PROMPTS))
+
+    def work(i):
+        barrier.wait()
+        results[i] = chat.invoke(PROMPTS[i], max_new_tokens=caps[i]).content
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(PROMPTS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {i: expected[caps[i]][i] for i in range(len(PROMPTS))}
+    assert chat.generate_calls - n0 == 2  # one batched generate per cap
+
+
+def test_request_coalescer_batches_by_key_and_hands_back_errors():
+    from policies.backends.coalescer import RequestCoalescer
+
+    seen: list[tuple] = []
+
+    def fn(key, items):
+        seen.append((key, list(items)))
+        if key == "boom":
+            raise RuntimeError("backend down")
+        return [f"{key}:{x}" for x in items]
+
+    co = RequestCoalescer(fn, max_batch=8, window_s=0.3)
+    futs = [co.submit("a" if i % 2 else "b", i) for i in range(6)]
+    assert [f.result(10) for f in futs] == [f"{'a' if i % 2 else 'b'}:{i}" for i in range(6)]
+    assert sorted(seen) == [("a", [1, 3, 5]), ("b", [0, 2, 4])] and co.sizes == [3, 3]
+    with pytest.raises(RuntimeError, match="backend down"):
+        co.run("boom", [1, 2])
+    assert co.run("a", [7]) == ["a:7"]  # the worker survives a failed batch
 
 
 @pytest.mark.slow

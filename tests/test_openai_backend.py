@@ -10,7 +10,6 @@ gone and the port is free.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,14 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from policies.backends import make_chat_model as make_any
-from policies.backends.openai_backend import (
-    base_model_name,
-    free_port,
-    group_alive,
-    make_chat_model,
-    port_is_free,
-    serve_vllm,
-)
+from policies.backends.common import group_alive
+from policies.backends.openai_backend import base_model_name, make_chat_model
+from policies.backends.vllm_server import free_port, port_is_free, serve_vllm
 from tests.conftest import make_test_lora, require
 
 MSGS = [[{"role": "system", "content": "s"}, {"role": "user", "content": f"q{i}"}] for i in range(5)]
@@ -108,6 +102,30 @@ def test_request_defaults(fake):
     plain = make_chat_model(base_url=fake, model="base-m", vllm_extras=False)
     plain.invoke("x")
     assert "include_stop_str_in_output" not in _Fake.requests[-1]
+
+
+def _cap(req: dict) -> int:
+    return req.get("max_completion_tokens", req.get("max_tokens"))
+
+
+def test_per_call_max_new_tokens_and_adapter(fake):
+    """The call keywords of the other backends become the request's token cap and model."""
+    _Fake.requests.clear()
+    chat = make_chat_model(base_url=fake, model="base-m", adapters=["optimizer"], max_new_tokens=9)
+    chat.invoke(MSGS[0])
+    assert _cap(_Fake.requests[-1]) == 9
+    chat.invoke(MSGS[0], max_new_tokens=5)
+    chat.bind(max_new_tokens=4).invoke(MSGS[0])
+    chat.batch(MSGS[:2], max_new_tokens=3)
+    chat.generate_texts(MSGS[:1], max_new_tokens=2)
+    assert [_cap(r) for r in _Fake.requests[1:]] == [5, 4, 3, 3, 2]
+    assert all("max_new_tokens" not in r for r in _Fake.requests)
+    assert chat.invoke(MSGS[0], adapter="optimizer").content.startswith("optimizer|")
+    assert "adapter" not in _Fake.requests[-1]
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        chat.invoke(MSGS[0], max_new_tokens=0)
+    with pytest.raises(ValueError, match="not served"):
+        chat.invoke(MSGS[0], adapter="critic")
 
 
 def test_sampled_requests_get_distinct_seeds(fake):

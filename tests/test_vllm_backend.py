@@ -1,7 +1,8 @@
 """``vllm`` backend: offline engine in a worker subprocess, LoRARequest per role.
 
 Fast tests cover the pieces that need no vLLM (model-dir sanitising, adapter ranks, the
-pipe protocol). The slow tests start ONE offline engine for the module (embedded model,
+pipe protocol, and the chat model's per-call settings and request coalescing against a
+stand-in engine). The slow tests start ONE offline engine for the module (embedded model,
 two PEFT adapters), check the adapters change the output, compare greedy texts with the
 ``local`` backend on the same adapter and prompts, and check that closing the engine
 leaves no process behind.
@@ -17,11 +18,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
+import threading
 import time
 
 import pytest
 
+from policies.backends import common, vllm_setup, vllm_worker
 from policies.backends import vllm_backend as vb
 from tests.conftest import make_test_lora, require
 
@@ -39,45 +41,48 @@ def test_gguf_quantization_config_is_stripped(tmp_path, monkeypatch):
     cfg = {"model_type": "llama", "quantization_config": {"quant_method": "gguf", "gguf_file": "x.gguf"}}
     (src / "config.json").write_text(json.dumps(cfg))
     (src / "model.safetensors").write_bytes(b"w")
-    out = vb.vllm_model_dir(src)
+    out = vllm_setup.vllm_model_dir(src)
     assert out != src and (out / "model.safetensors").read_bytes() == b"w"
     assert "quantization_config" not in json.loads((out / "config.json").read_text())
-    assert vb.vllm_model_dir(src) == out  # cached
+    assert vllm_setup.vllm_model_dir(src) == out  # cached
     clean = tmp_path / "clean"
     clean.mkdir()
     (clean / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    assert vb.vllm_model_dir(clean) == clean.resolve()
+    assert vllm_setup.vllm_model_dir(clean) == clean.resolve()
     with pytest.raises(FileNotFoundError, match="base="):
-        vb.vllm_model_dir(tmp_path / "nope")
+        vllm_setup.vllm_model_dir(tmp_path / "nope")
 
 
 def test_lora_rank_and_adapter_validation(tmp_path):
     for name, r, pattern in (("a", 8, {}), ("b", 20, {"q_proj": 4})):
         (tmp_path / name).mkdir()
         (tmp_path / name / "adapter_config.json").write_text(json.dumps({"r": r, "rank_pattern": pattern}))
-    assert vb.lora_rank_for([]) == 16
-    assert vb.lora_rank_for([tmp_path / "a"]) == 16
-    assert vb.lora_rank_for([tmp_path / "a", tmp_path / "b"]) == 32
-    assert vb.normalize_adapters({"reasoner": tmp_path / "a"}) == {"reasoner": str((tmp_path / "a").resolve())}
+    assert vllm_setup.lora_rank_for([]) == 16
+    assert vllm_setup.lora_rank_for([tmp_path / "a"]) == 16
+    assert vllm_setup.lora_rank_for([tmp_path / "a", tmp_path / "b"]) == 32
+    assert vllm_setup.normalize_adapters({"reasoner": tmp_path / "a"}) == {"reasoner": str((tmp_path / "a").resolve())}
     with pytest.raises(FileNotFoundError, match=r"adapters\['optimizer'\]"):
-        vb.normalize_adapters({"optimizer": tmp_path})
+        vllm_setup.normalize_adapters({"optimizer": tmp_path})
 
 
 def test_protocol_and_messages():
     buf = io.BytesIO()
-    vb._send(buf, {"op": "generate", "x": [1, 2]})
+    vllm_worker.send(buf, {"op": "generate", "x": [1, 2]})
     buf.seek(0)
-    assert vb._recv(buf) == {"op": "generate", "x": [1, 2]}
+    assert vllm_worker.recv(buf) == {"op": "generate", "x": [1, 2]}
     with pytest.raises(EOFError):
-        vb._recv(buf)
+        vllm_worker.recv(buf)
     from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
     msgs = [SystemMessage("s"), HumanMessage("u"), AIMessage("a")]
-    assert vb.to_message_dicts(msgs) == [{"role": "system", "content": "s"},
+    assert common.to_message_dicts(msgs) == [{"role": "system", "content": "s"},
                                          {"role": "user", "content": "u"},
                                          {"role": "assistant", "content": "a"}]
-    assert vb._cut_at("ab</answer>cd", ["</answer>"]) == "ab"
-    assert vb._cut_at("abc", None) == "abc"
+    assert common.to_message_dicts("hi") == [{"role": "user", "content": "hi"}]
+    assert common.cut_at("ab</answer>cd", ["</answer>"]) == "ab"
+    assert common.cut_at("ab</answer>cd", ["</answer>"], keep=True) == "ab</answer>"
+    assert common.cut_at("a STOP b</answer>", ["</answer>", "STOP"]) == "a "
+    assert common.cut_at("abc", None) == "abc"
 
 
 def test_factory_splits_engine_kwargs():
@@ -85,6 +90,65 @@ def test_factory_splits_engine_kwargs():
     assert m.max_new_tokens == 9
     assert m.engine_kwargs == {"dtype": "bfloat16", "kv_cache_gib": 2}
     assert m._engine is None  # nothing started until the first call
+
+
+class _StandInEngine:
+    """Records ``generate`` calls; each text names the cap and seed it was made with."""
+
+    alive = True
+
+    def __init__(self):
+        self.calls: list[dict] = []
+        self.lock = threading.Lock()
+
+    def generate(self, convs, **kw):
+        with self.lock:
+            self.calls.append({**kw, "n": len(convs)})
+        return [{"text": f"{c[-1].content if hasattr(c[-1], 'content') else c[-1]['content']}|"
+                         f"cap={kw['max_new_tokens']}|seed={s}</answer>",
+                 "n_tokens": 1, "finish_reason": "stop"} for c, s in zip(convs, kw["seed"])]
+
+
+def _stand_in_chat(**kw):
+    chat = vb.make_chat_model("embedded", {}, **kw)
+    chat._engine = _StandInEngine()
+    return chat, chat._engine
+
+
+def test_per_call_max_new_tokens_reaches_the_engine():
+    chat, eng = _stand_in_chat(max_new_tokens=9, coalesce=False)
+    msgs = [{"role": "user", "content": "q"}]
+    assert chat.invoke(msgs).content.startswith("q|cap=9|")
+    assert chat.invoke(msgs, max_new_tokens=5).content.startswith("q|cap=5|")
+    assert chat.bind(max_new_tokens=4).invoke(msgs).content.startswith("q|cap=4|")
+    out = chat.batch([msgs, msgs], max_new_tokens=3)
+    assert [m.content.split("|")[1] for m in out] == ["cap=3", "cap=3"]
+    assert eng.calls[-1]["n"] == 2  # one engine call for the batch
+    assert [m.content for m in chat.bind(max_new_tokens=2).batch([msgs])] == ["q|cap=2|seed=0</answer>"]
+    assert chat.generate_texts([msgs], max_new_tokens=6)[0].startswith("q|cap=6|")
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        chat.invoke(msgs, max_new_tokens=0)
+
+
+def test_concurrent_calls_coalesce_by_cap_and_keep_their_seeds():
+    chat, eng = _stand_in_chat(coalesce_ms=300, temperature=0.7, seed=10)
+    jobs = [(f"q{i}", 3 if i % 2 else 7) for i in range(6)]
+    results: dict[int, list[str]] = {}
+    barrier = threading.Barrier(len(jobs))
+
+    def work(i):
+        q, cap = jobs[i]
+        barrier.wait()
+        results[i] = chat.generate_texts([[{"role": "user", "content": q}]] * 2, max_new_tokens=cap)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for i, (q, cap) in enumerate(jobs):  # each caller: its own cap, its own seeds 10, 11
+        assert results[i] == [f"{q}|cap={cap}|seed=10</answer>", f"{q}|cap={cap}|seed=11</answer>"]
+    assert sorted((c["max_new_tokens"], c["n"]) for c in eng.calls) == [(3, 6), (7, 6)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -166,12 +230,12 @@ def test_close_leaves_no_process(vchat):
     """Runs last: closing stops the worker and vLLM's engine processes (one process group)."""
     eng = vchat.engine
     pid = eng.pid
-    assert vb.group_alive(pid)
+    assert common.group_alive(pid)
     t0 = time.monotonic()
     vchat.close()
     print(f"\nengine closed in {time.monotonic() - t0:.1f} s")
     assert not eng.alive
-    assert not vb.group_alive(pid), "a vLLM process of the engine's group survived close()"
+    assert not common.group_alive(pid), "a vLLM process of the engine's group survived close()"
 
 
 def test_stop_process_group_kills_children():
@@ -182,6 +246,6 @@ def test_stop_process_group_kills_children():
     code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     time.sleep(0.5)
-    assert vb.group_alive(proc.pid)
-    vb.stop_process_group(proc, term_timeout=5, kill_timeout=5)
-    assert proc.poll() is not None and not vb.group_alive(proc.pid)
+    assert common.group_alive(proc.pid)
+    common.stop_process_group(proc, term_timeout=5, kill_timeout=5)
+    assert proc.poll() is not None and not common.group_alive(proc.pid)

@@ -1,11 +1,17 @@
 """Chat-model backends (langchain-core ``BaseChatModel``s), imported lazily.
 
-- ``local`` — transformers + PEFT, multi-adapter, batched, request coalescing
-  (:mod:`policies.backends.local`).
+- ``local`` — transformers + PEFT, multi-adapter, batched (:mod:`policies.backends.local`).
 - ``vllm`` — vLLM offline engine with a ``LoRARequest`` per role
-  (:mod:`policies.backends.vllm_backend`).
-- ``openai`` — an OpenAI-compatible server (``vllm serve --enable-lora``) through
-  ``langchain-openai``, adapter chosen by model name (:mod:`policies.backends.openai_backend`).
+  (:mod:`policies.backends.vllm_backend`; the engine subprocess in ``vllm_engine`` /
+  ``vllm_worker``, model and adapter directories in ``vllm_setup``).
+- ``openai`` — an OpenAI-compatible server (``vllm serve --enable-lora``, started by
+  :mod:`policies.backends.vllm_server`) through ``langchain-openai``, adapter chosen by
+  model name (:mod:`policies.backends.openai_backend`).
+
+Shared by all: :mod:`policies.backends.common` (messages, the ``</answer>`` stop,
+per-call settings such as ``max_new_tokens``, process groups) and, for ``local`` and
+``vllm``, :mod:`policies.backends.coalescer` (concurrent calls gathered into batched
+generates: the one request-batching layer).
 
 :func:`make_chat_model` dispatches by name; every backend module exposes
 ``make_chat_model(base, adapters, **kw)``. Nothing heavy is imported until called.

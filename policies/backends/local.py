@@ -10,19 +10,21 @@ under ``disable_adapter()``). The adapter a call uses is a field or a bind kwarg
     chat.generate_texts([msgs1, msgs2, ...], adapter="reasoner")   # one batched generate
 
 Throughput comes from batching: :meth:`LocalChatModel.generate_texts` pads on the left
-and generates many prompts at once; ``batch`` goes straight to it; and concurrent
-``invoke`` calls from many threads (one LangGraph thread per episode) are gathered by a
-request coalescer for up to ``coalesce_ms`` (or ``batch_size`` requests) into one
-batched generate per adapter and sampling setting.
+and generates many prompts at once; ``batch`` sends all its inputs in one call; and
+concurrent calls from many threads (one LangGraph thread per episode) are gathered by a
+:class:`~policies.backends.coalescer.RequestCoalescer` for up to ``coalesce_ms`` (or
+``batch_size`` requests) into one batched generate per adapter, answer-token cap,
+answer format and sampling setting.
 
 Generation is greedy unless ``temperature > 0``. ``seed`` seeds torch before a sampled
 generate (reproducible for the same batch). Generation stops at ``</answer>`` (kept in
-the text) or EOS, capped at ``max_new_tokens`` (default 64). LangChain ``stop=`` strings
-are honoured the LangChain way (text cut before them). ``bf16=True`` runs generation
-under CPU bfloat16 autocast. It pays off for training-sized batches (DESIGN.md §4), but
-for token-by-token decoding it was *slower* on the 2-core AVX-512 box (4 prompts x 16
-tokens: fp32 ~48 s vs autocast ~150 s, bf16 weights ~106 s, under a shared load), so it
-is off by default; outputs can also differ slightly from fp32.
+the text) or EOS, capped at ``max_new_tokens`` (default 64; a call may pass its own, e.g.
+``invoke(messages, max_new_tokens=20)``). LangChain ``stop=`` strings are honoured the
+LangChain way (text cut before them). ``bf16=True`` runs generation under CPU bfloat16
+autocast. It pays off for training-sized batches, but for token-by-token decoding it was
+*slower* on the 2-core AVX-512 box (4 prompts x 16 tokens: fp32 ~48 s vs autocast
+~150 s, bf16 weights ~106 s, under a shared load), so it is off by default; outputs can
+also differ slightly from fp32.
 
 Models are shared per process (``policies.models.load_base``); PEFT injects LoRA layers
 into the base in place, so every chat model on the same base goes through one shared
@@ -35,19 +37,22 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
-from concurrent.futures import Future
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, convert_to_openai_messages
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, BaseMessage
 from pydantic import ConfigDict, Field, PrivateAttr
 
-ANSWER_STOP = "</answer>"
+from policies.backends.coalescer import RequestCoalescer
+from policies.backends.common import (
+    ANSWER_STOP,
+    BatchedChatModel,
+    call_params,
+    cut_at,
+    explicit_kwargs,
+    to_message_dicts,
+)
 
 _REGISTRY_LOCK = threading.Lock()
 _PEFT: dict[int, Any] = {}  # id(base model) -> PeftModel wrapping it
@@ -59,106 +64,7 @@ def _gen_lock(model) -> threading.RLock:
         return _GEN_LOCKS.setdefault(id(model), threading.RLock())
 
 
-def _to_dicts(messages) -> list[dict[str, str]]:
-    """LangChain messages / dicts / a plain string -> ``[{"role", "content"}]``."""
-    if isinstance(messages, str):
-        return [{"role": "user", "content": messages}]
-    out = []
-    for m in messages:
-        if isinstance(m, dict):
-            out.append({"role": m["role"], "content": m["content"]})
-        else:
-            d = convert_to_openai_messages(m)
-            c = d.get("content", "")
-            if isinstance(c, list):  # content blocks -> text
-                c = "".join(b.get("text", "") for b in c if isinstance(b, dict))
-            out.append({"role": d["role"], "content": c})
-    return out
-
-
-def _cut_at(text: str, stops: Sequence[str] | None, keep: bool) -> str:
-    if not stops:
-        return text
-    best = None
-    for s in stops:
-        i = text.find(s)
-        if i >= 0 and (best is None or i < best[0]):
-            best = (i, s)
-    if best is None:
-        return text
-    i, s = best
-    return text[: i + len(s)] if keep else text[:i]
-
-
-class _Coalescer:
-    """Gathers concurrent single requests into batched calls of ``fn(key, items)``.
-
-    A daemon worker takes the oldest pending request, waits up to ``window_s`` for more
-    with the same key (or until ``max_batch`` are pending), then runs them as one batch.
-    Requests arriving while a batch runs are taken by the next one.
-    """
-
-    def __init__(self, fn, max_batch: int, window_s: float):
-        self.fn, self.max_batch, self.window_s = fn, max(1, max_batch), max(0.0, window_s)
-        self.cv = threading.Condition()
-        self.pending: list[tuple[Any, Any, Future]] = []
-        self.worker: threading.Thread | None = None
-        self.calls = 0  # batched calls made (observability / tests)
-
-    def submit(self, key, item) -> Future:
-        return self.submit_many(key, [item])[0]
-
-    def submit_many(self, key, items) -> list[Future]:
-        futs: list[Future] = [Future() for _ in items]
-        with self.cv:
-            self.pending.extend((key, item, fut) for item, fut in zip(items, futs))
-            if self.worker is None or not self.worker.is_alive():
-                self.worker = threading.Thread(target=self._run, name="dara-coalescer", daemon=True)
-                self.worker.start()
-            self.cv.notify_all()
-        return futs
-
-    def _take(self):
-        with self.cv:
-            while not self.pending:
-                if not self.cv.wait(timeout=30.0) and not self.pending:
-                    return None  # idle: let the thread end; submit() restarts it
-            key = self.pending[0][0]
-            deadline = time.monotonic() + self.window_s
-            while True:
-                n = sum(1 for k, _, _ in self.pending if k == key)
-                left = deadline - time.monotonic()
-                if n >= self.max_batch or left <= 0:
-                    break
-                self.cv.wait(timeout=left)
-            batch, rest = [], []
-            for entry in self.pending:
-                (batch if entry[0] == key and len(batch) < self.max_batch else rest).append(entry)
-            self.pending = rest
-            return key, batch
-
-    def _run(self):
-        while True:
-            got = self._take()
-            if got is None:
-                with self.cv:
-                    if not self.pending:
-                        self.worker = None
-                        return
-                continue
-            key, batch = got
-            self.calls += 1
-            try:
-                results = self.fn(key, [item for _, item, _ in batch])
-                for (_, _, fut), r in zip(batch, results):
-                    fut.set_result(r)
-            except BaseException as e:  # noqa: BLE001 - handed to every waiting caller
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
-
-
-class LocalChatModel(BaseChatModel):
+class LocalChatModel(BatchedChatModel):
     """Transformers + PEFT chat model with named LoRA adapters on one base model."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -173,7 +79,7 @@ class LocalChatModel(BaseChatModel):
     seed: int | None = Field(None, description="Seed for sampled generation.")
     batch_size: int = Field(16, ge=1, description="Prompts per generate call.")
     coalesce: bool = Field(True, description="Gather concurrent single calls into batches.")
-    coalesce_ms: float = Field(5.0, ge=0.0, description="How long the coalescer waits for more requests.")
+    coalesce_ms: float = Field(50.0, ge=0.0, description="How long the coalescer waits for more requests.")
     bf16: bool = Field(False, description="Generate under CPU bfloat16 autocast.")
     stop_at: list[str] = Field(default_factory=lambda: [ANSWER_STOP],
                                description="Stop strings kept at the end of the text.")
@@ -181,7 +87,7 @@ class LocalChatModel(BaseChatModel):
     _model: Any = PrivateAttr(None)
     _tok: Any = PrivateAttr(None)
     _names: dict[str, str] = PrivateAttr(default_factory=dict)
-    _coalescer: _Coalescer | None = PrivateAttr(None)
+    _coalescer: RequestCoalescer | None = PrivateAttr(None)
     _n_generate: int = PrivateAttr(0)
 
     # ---- construction ------------------------------------------------------------------
@@ -271,18 +177,19 @@ class LocalChatModel(BaseChatModel):
                 "top_p": self.top_p}
 
     # ---- generation ----------------------------------------------------------------------
-    def _params(self, kw: dict) -> tuple:
-        adapter = kw.get("adapter", self.adapter)
-        if adapter is not None and adapter not in self._names:
-            raise ValueError(f"adapter {adapter!r} is not loaded; loaded: {sorted(self._names)}")
-        return (
-            adapter,
-            int(kw.get("max_new_tokens") or self.max_new_tokens),
-            float(self.temperature if kw.get("temperature") is None else kw["temperature"]),
-            float(self.top_p if kw.get("top_p") is None else kw["top_p"]),
-            kw.get("seed", self.seed),
-            kw.get("answer_format"),
-        )
+    def _key(self, kwargs: dict[str, Any]) -> tuple:
+        """Coalescing key of a call: its :class:`CallParams` plus the answer format."""
+        params = call_params(self, kwargs)
+        if params.adapter is not None and params.adapter not in self._names:
+            raise ValueError(f"adapter {params.adapter!r} is not loaded; loaded: {sorted(self._names)}")
+        fmt = kwargs.get("answer_format")
+        return (*params, None if fmt is None else (int(fmt[0]), bool(fmt[1])))
+
+    def _run(self, key: tuple, prompts: list) -> list[str]:
+        if not self.coalesce or not prompts:
+            return self._generate_batch(key, prompts)
+        # concurrent callers (one per episode thread) share batched generates
+        return self._get_coalescer().run(key, prompts)
 
     def generate_texts(self, prompts: Sequence[Any], adapter: str | None = None,
                        max_new_tokens: int | None = None, temperature: float | None = None,
@@ -293,21 +200,16 @@ class LocalChatModel(BaseChatModel):
         ``answer_format=(T, signed)`` constrains decoding to ``<answer>[...]</answer>``
         with exactly T numbers (``policies.constrained``); the model picks the digits.
 
-        ``adapter=None`` uses the model's ``adapter`` field default only when called via
-        LangChain; here ``None`` means the base model. Texts end at ``</answer>`` or EOS.
+        ``adapter=None`` means the base model here (the ``adapter`` field is the default
+        for LangChain calls only); ``None`` settings take the model's fields. Texts end at
+        ``</answer>`` or EOS.
         """
-        if adapter is not None and adapter not in self._names:
-            raise ValueError(f"adapter {adapter!r} is not loaded; loaded: {sorted(self._names)}")
-        key = (adapter, int(max_new_tokens or self.max_new_tokens),
-               float(self.temperature if temperature is None else temperature),
-               float(self.top_p if top_p is None else top_p), seed,
-               None if answer_format is None else (int(answer_format[0]), bool(answer_format[1])))
-        prompts = list(prompts)
-        if not self.coalesce or not prompts:
-            return self._generate_batch(key, prompts)
-        # through the coalescer: concurrent callers (one per episode thread, e.g.
-        # LLMPolicy.propose from many LangGraph threads) share batched generates
-        return [f.result() for f in self._get_coalescer().submit_many(key, prompts)]
+        key = self._key(explicit_kwargs(adapter, max_new_tokens=max_new_tokens, temperature=temperature,
+                                        top_p=top_p, seed=seed, answer_format=answer_format))
+        return self._run(key, list(prompts))
+
+    def _complete(self, conversations: list[list[BaseMessage]], kwargs: dict[str, Any]) -> list[AIMessage]:
+        return [AIMessage(content=t) for t in self._run(self._key(kwargs), conversations)]
 
     def _generate_batch(self, key: tuple, prompts: list) -> list[str]:
         if not prompts:
@@ -316,7 +218,7 @@ class LocalChatModel(BaseChatModel):
 
         adapter, max_new, temp, top_p, seed, answer_format = key
         tok = self._tok
-        texts = [tok.apply_chat_template(_to_dicts(p), tokenize=False, add_generation_prompt=True)
+        texts = [tok.apply_chat_template(to_message_dicts(p), tokenize=False, add_generation_prompt=True)
                  for p in prompts]
         lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
         order = sorted(range(len(texts)), key=lambda i: lengths[i])  # less padding per chunk
@@ -368,42 +270,16 @@ class LocalChatModel(BaseChatModel):
                     new = gen[:, enc["input_ids"].shape[1]:]
                     for j, i in enumerate(idx):
                         t = tok.decode(new[j], skip_special_tokens=True)
-                        out[i] = _cut_at(t, self.stop_at, keep=True)
+                        out[i] = cut_at(t, self.stop_at, keep=True)
         return [o or "" for o in out]
 
-    def _get_coalescer(self) -> _Coalescer:
+    def _get_coalescer(self) -> RequestCoalescer:
         if self._coalescer is None:
             with _REGISTRY_LOCK:
                 if self._coalescer is None:
-                    self._coalescer = _Coalescer(self._generate_batch, self.batch_size,
-                                                 self.coalesce_ms / 1000.0)
+                    self._coalescer = RequestCoalescer(self._generate_batch, self.batch_size,
+                                                       self.coalesce_ms / 1000.0, name="dara-local-coalescer")
         return self._coalescer
-
-    def _coalesced(self, key: tuple, messages) -> str:
-        if not self.coalesce:
-            return self._generate_batch(key, [messages])[0]
-        return self._get_coalescer().submit(key, messages).result()
-
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        key = self._params(kwargs)
-        text = _cut_at(self._coalesced(key, messages), stop, keep=False)
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
-
-    def batch(self, inputs: list, config=None, *, return_exceptions: bool = False, **kwargs: Any) -> list:
-        """All inputs in one batched generate (per adapter): no thread pool."""
-        if not inputs:
-            return []
-        stop = kwargs.pop("stop", None)
-        key = self._params(kwargs)
-        msgs = [self._convert_input(i).to_messages() for i in inputs]
-        try:
-            texts = self.generate_texts(msgs, *key)
-        except Exception as e:
-            if return_exceptions:
-                return [e] * len(inputs)
-            raise
-        return [AIMessage(content=_cut_at(t, stop, keep=False)) for t in texts]
 
     @property
     def generate_calls(self) -> int:

@@ -1,0 +1,101 @@
+"""Gather concurrent generation requests into batched calls (the one batching layer).
+
+``dara run`` (and LangGraph Studio) run one graph thread per episode; each ``reason`` /
+``optimize`` node asks its policy for ONE decision, which reaches the chat model as a
+one-prompt call. A model generates a batch of prompts in about the time of one on CPU,
+so the ``local`` and ``vllm`` backends send every call through a
+:class:`RequestCoalescer`: requests in flight at the same moment that share a key (the
+same adapter, answer-token cap, sampling settings, ...) become one batched generate.
+The ``openai`` backend needs none: the server batches concurrent HTTP requests itself.
+
+A daemon worker takes the oldest pending request, waits up to ``window_s`` for more
+with the same key (or until ``max_batch`` are pending), then runs them as one call of
+``fn(key, items)``. Requests with another key, or arriving while a batch runs, go in a
+later batch. The worker ends after 30 s without requests; the next submit restarts it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable, Hashable, Sequence
+
+IDLE_EXIT_S = 30.0
+
+
+class RequestCoalescer:
+    """Batches concurrent ``submit`` / ``submit_many`` calls into calls of ``fn(key, items)``.
+
+    ``fn`` returns one result per item, in order; each caller's future gets its result
+    (or the exception ``fn`` raised).
+    """
+
+    def __init__(self, fn: Callable[[Any, list], Sequence[Any]], max_batch: int, window_s: float,
+                 name: str = "dara-coalescer"):
+        self.fn, self.name = fn, name
+        self.max_batch, self.window_s = max(1, int(max_batch)), max(0.0, float(window_s))
+        self._cv = threading.Condition()
+        self._pending: list[tuple[Hashable, Any, Future]] = []
+        self._worker: threading.Thread | None = None
+        self.calls = 0  # batched calls made
+        self.sizes: list[int] = []  # items per batched call
+
+    def submit(self, key: Hashable, item: Any) -> Future:
+        return self.submit_many(key, [item])[0]
+
+    def submit_many(self, key: Hashable, items: Sequence[Any]) -> list[Future]:
+        futs: list[Future] = [Future() for _ in items]
+        with self._cv:
+            self._pending.extend((key, item, fut) for item, fut in zip(items, futs))
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._worker.start()
+            self._cv.notify_all()
+        return futs
+
+    def run(self, key: Hashable, items: Sequence[Any]) -> list[Any]:
+        """Submit ``items`` and wait for their results (in order)."""
+        return [f.result() for f in self.submit_many(key, items)]
+
+    def _take(self) -> tuple[Hashable, list] | None:
+        with self._cv:
+            while not self._pending:
+                if not self._cv.wait(timeout=IDLE_EXIT_S) and not self._pending:
+                    return None
+            key = self._pending[0][0]
+            deadline = time.monotonic() + self.window_s
+            while True:
+                n = sum(1 for k, _, _ in self._pending if k == key)
+                left = deadline - time.monotonic()
+                if n >= self.max_batch or left <= 0:
+                    break
+                self._cv.wait(timeout=left)
+            batch, rest = [], []
+            for entry in self._pending:
+                (batch if entry[0] == key and len(batch) < self.max_batch else rest).append(entry)
+            self._pending = rest
+            return key, batch
+
+    def _run(self) -> None:
+        while True:
+            got = self._take()
+            if got is None:
+                with self._cv:
+                    if not self._pending:  # idle: end; the next submit starts a worker
+                        self._worker = None
+                        return
+                continue
+            key, batch = got
+            self.calls += 1
+            self.sizes.append(len(batch))
+            try:
+                results = list(self.fn(key, [item for _, item, _ in batch]))
+                if len(results) != len(batch):
+                    raise RuntimeError(f"{self.name}: {len(results)} results for {len(batch)} requests")
+                for (_, _, fut), r in zip(batch, results):
+                    fut.set_result(r)
+            except BaseException as e:  # noqa: BLE001 - handed to every waiting caller
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)

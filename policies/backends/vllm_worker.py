@@ -1,0 +1,123 @@
+"""The vLLM worker subprocess and the pipe protocol it speaks with its parent.
+
+:class:`policies.backends.vllm_engine.VLLMEngine` starts
+``python -m policies.backends.vllm_worker --worker`` and talks to it over the worker's
+stdin/stdout: each message is an 8-byte big-endian length followed by a pickle. vLLM's
+own logging goes to stderr (the engine's log file).
+
+Messages: the parent sends ``{"model", "adapters", "engine_kwargs"}`` first and gets
+``{"status": "ready", ...}`` (or ``"error"``); then ``{"op": "generate", "messages",
+"adapter", "max_new_tokens", "temperature", "top_p", "seeds", "stop"}`` gets
+``{"status": "ok", "outputs": [{"text", "n_tokens", "finish_reason"}]}``; ``{"op":
+"close"}`` or EOF on stdin ends the worker.
+
+A fresh interpreter started with ``-m`` has a guarded ``__main__`` and nothing else in
+it, so vLLM's own engine-core processes start cleanly whoever the caller is.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import sys
+import time
+import traceback
+from typing import Any
+
+WORKER_MODULE = "policies.backends.vllm_worker"
+
+
+# ---------------------------------------------------------------------------------------
+# pipe protocol: 8-byte big-endian length + pickle
+# ---------------------------------------------------------------------------------------
+def send(f, obj) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    f.write(struct.pack("!Q", len(data)) + data)
+    f.flush()
+
+
+def _read_exact(f, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = f.read(n - len(buf))
+        if not chunk:
+            raise EOFError("pipe closed")
+        buf += chunk
+    return bytes(buf)
+
+
+def recv(f):
+    (n,) = struct.unpack("!Q", _read_exact(f, 8))
+    return pickle.loads(_read_exact(f, n))
+
+
+# ---------------------------------------------------------------------------------------
+# the worker (child side)
+# ---------------------------------------------------------------------------------------
+def _generate(llm, loras: dict[str, Any], req: dict) -> list[dict]:  # pragma: no cover - subprocess
+    from vllm import SamplingParams
+    from vllm.lora.request import LoRARequest
+
+    a = req.get("adapter")
+    lr = None
+    if a is not None:
+        if a not in loras:
+            loras[a] = LoRARequest(a, len(loras) + 1, a)  # the dir is a unique name
+        lr = loras[a]
+    sps = [SamplingParams(
+        temperature=req["temperature"], top_p=req["top_p"], max_tokens=req["max_new_tokens"],
+        seed=None if (seed is None or req["temperature"] == 0) else int(seed),
+        stop=req["stop"] or None, include_stop_str_in_output=True,
+    ) for seed in req["seeds"]]
+    outs = llm.chat(req["messages"], sps, lora_request=lr, use_tqdm=False)
+    return [{"text": o.outputs[0].text, "n_tokens": len(o.outputs[0].token_ids),
+             "finish_reason": o.outputs[0].finish_reason} for o in outs]
+
+
+def worker_main() -> int:  # pragma: no cover - runs in the subprocess
+    out = os.fdopen(os.dup(1), "wb", buffering=0)  # protocol channel (not inherited)
+    os.dup2(2, 1)  # everything printed from now on (vLLM logs) goes to the log file
+    inp = sys.stdin.buffer
+    llm = None
+    try:
+        cfg = recv(inp)
+        import vllm
+        from vllm import LLM
+        from vllm.lora.request import LoRARequest
+
+        t0 = time.monotonic()
+        llm = LLM(model=cfg["model"], **cfg["engine_kwargs"])
+        loras: dict[str, Any] = {}
+        for name, path in cfg["adapters"].items():
+            loras[name] = LoRARequest(name, len(loras) + 1, path)
+        send(out, {"status": "ready", "startup_s": time.monotonic() - t0, "vllm": vllm.__version__,
+                   "pid": os.getpid(), "adapters": list(loras)})
+    except BaseException:
+        send(out, {"status": "error", "error": traceback.format_exc()})
+        return 1
+    while True:
+        try:
+            req = recv(inp)
+        except EOFError:
+            break
+        if req.get("op") == "close":
+            break
+        try:
+            send(out, {"status": "ok", "outputs": _generate(llm, loras, req)})
+        except Exception:
+            send(out, {"status": "error", "error": traceback.format_exc()})
+    try:
+        del llm
+        import gc
+
+        gc.collect()
+    finally:
+        return 0
+
+
+if __name__ == "__main__":
+    if "--worker" in sys.argv[1:]:
+        sys.exit(worker_main())
+    print(f"usage: python -m {WORKER_MODULE} --worker  (started by VLLMEngine)", file=sys.stderr)
+    sys.exit(2)
