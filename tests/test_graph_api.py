@@ -162,3 +162,20 @@ def test_live_session_round_trip():
     assert s.allocation == s.rounds[-1]["allocation"]
     with pytest.raises(RuntimeError, match="done"):
         s.observe(mroi=[1, 1, 1])
+
+
+@pytest.mark.slow
+def test_plan_with_a_real_tiny_model_never_presents_a_held_plan_as_new():
+    """The tiny random model writes garbage: plan() must say so (NoPlanError), or, with a
+    numeric fallback, return that policy's plan marked as such, with the model's provenance."""
+    from graph.api import NoPlanError, plan
+
+    llm = {"reasoner": "llm", "base": "tiny-random", "reasoner_adapter": "none"}
+    try:
+        result = plan(TASK, **llm)
+        assert result.source == "reasoner" and result.error is None
+    except NoPlanError as e:
+        assert e.record["source"] == "fallback" and e.record["error"]
+    result = plan(TASK, **llm, fallback="local-model")
+    assert result.source in ("reasoner", "fallback:local-model")
+    assert result.provenance["model"] == "tiny-random" and result.provenance["adapters"]["reasoner"]["path"] is None
