@@ -7,14 +7,19 @@ as ``runtime.context`` (``Runtime[Context]``). Studio shows these fields (with t
 text) in the assistant's context editor; the CLI builds one from its flags; the Python
 API from keyword arguments.
 
-Validation happens once, in ``__post_init__``, and names the bad field and value.
+Validation happens once, in ``__post_init__``, and names the bad field and value. An
+unknown field is an error listing the known ones, whichever way the context is built:
+``Context(**d)`` (what LangGraph does with ``graph.invoke(..., context=d)``),
+:meth:`Context.from_dict`, or the Studio server (``graph.graph.studio_graph``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
+
+from pydantic import ConfigDict
 
 from graph.policy_registry import registered_policies
 from policies.prompts import ENCODINGS, Encoding
@@ -33,9 +38,26 @@ def _baselines() -> tuple[str, ...]:
     return BASELINES
 
 
+def _numeric_policies() -> str:
+    extra = sorted(registered_policies())
+    return ", ".join(_baselines()) + (f" or a registered one ({', '.join(extra)})" if extra else "")
+
+
+def unknown_fields_error(keys) -> ValueError | None:
+    """The error for context keys that are not fields (None when all are known)."""
+    names = sorted(f.name for f in fields(Context))
+    unknown = sorted(set(keys) - set(names))
+    if not unknown:
+        return None
+    return ValueError(f"unknown context field(s) {', '.join(unknown)}; known: {', '.join(names)}")
+
+
 @dataclass(kw_only=True)
 class Context:
     """How to run one DARA episode (Reasoner -> budget tool -> environment -> Optimizer ...)."""
+
+    # The published JSON schema (Studio's context editor) says unknown keys are not allowed.
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     reasoner: str = field(
         default="llm",
@@ -117,6 +139,26 @@ class Context:
         default=0.0,
         metadata={"description": "Sampling temperature of 'llm' policies; 0 = greedy."},
     )
+    fallback: str | None = field(
+        default=None,
+        metadata={"description": "When a policy's answer cannot be used (parse error, backend "
+                  "failure): empty = hold the current plan and record the round as 'no new plan' "
+                  "(source 'fallback'); or a numeric policy (uniform, heuristic, gradient, "
+                  "local-model) whose plan is used instead (source 'fallback:<policy>')."},
+    )
+    on_flag: str = field(
+        default="warn",
+        metadata={"description": "What a self-check flag does: warn (keep the plan, record the "
+                  "flags), or a numeric policy (e.g. local-model) whose plan replaces the flagged "
+                  "one (source 'self-check:<policy>', the original kept in 'replaced')."},
+    )
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "Context":
+        # LangGraph builds the context as Context(**dict): name unknown keys and the known ones.
+        error = unknown_fields_error(kwargs)
+        if error is not None:
+            raise error
+        return super().__new__(cls)
 
     def __post_init__(self) -> None:
         # Studio and JSON configs send strings/ints loosely: coerce, then validate.
@@ -160,6 +202,17 @@ class Context:
             raise ValueError(f"context.feedback = {self.feedback!r}; choose {' or '.join(FEEDBACKS)}")
         if not isinstance(self.approval, bool):
             raise ValueError(f"context.approval must be true or false, got {self.approval!r}")
+        if isinstance(self.fallback, str) and not self.fallback.strip():
+            self.fallback = None
+        if self.fallback is not None:
+            self._check_numeric("fallback", self.fallback)
+        if self.on_flag != "warn":
+            self._check_numeric("on_flag", self.on_flag, "warn or ")
+
+    def _check_numeric(self, name: str, value: Any, also: str = "") -> None:
+        known = _baselines() + tuple(registered_policies())
+        if not isinstance(value, str) or value not in known:
+            raise ValueError(f"context.{name} = {value!r}; choose {also}a numeric policy: {_numeric_policies()}")
 
     # ---- derived values -----------------------------------------------------------------
     def policy_key(self, role: str) -> tuple:
@@ -179,10 +232,9 @@ class Context:
     def from_dict(cls, data: dict | None) -> "Context":
         """Build from a (possibly partial) dict, naming unknown keys."""
         data = dict(data or {})
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown context field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        error = unknown_fields_error(data)
+        if error is not None:
+            raise error
         return cls(**data)
 
 

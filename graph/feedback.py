@@ -10,12 +10,14 @@
   and ``dara run`` cannot serve them).
 - **live**: the graph pauses with ``interrupt({"apply": allocation, ...})``; the caller
   applies the plan to the real campaign and resumes with
-  ``Command(resume={"mroi": [...]})``. A malformed answer is not fatal: the graph pauses
-  again with the same request plus ``"error"`` naming the problem, so the caller re-asks.
+  ``Command(resume={"mroi": [...]})``, or with ``{"return": [...]}`` (the return observed
+  per slot, which the graph turns into MROI, see ``graph.nodes.query_env``). A malformed
+  answer is not fatal: the graph pauses again with the same request plus ``"error"``
+  naming the problem, so the caller re-asks.
 - **review** (``context.approval``): before an allocation is applied the graph pauses
   with ``{"review": allocation, ...}``; resume with ``True`` / ``{"approve": True}`` to
   apply it, or ``{"allocation": [...]}`` to apply an edited plan (which goes through the
-  budget tool again).
+  budget tool again; the round's ``review.budget.adjustments`` say what it changed).
 """
 
 from __future__ import annotations
@@ -128,43 +130,56 @@ def simulate(env: dict, allocation: list[float], seed: int, round_: int) -> tupl
 
 
 # ---- live ----------------------------------------------------------------------------------
-def parse_mroi(value: Any, periods: int) -> list[float]:
-    """Validate a live-feedback answer ``{"mroi": [...]}``; errors say what is expected."""
+OBSERVATIONS = ("mroi", "return")
+
+
+def parse_observation(value: Any, periods: int) -> tuple[str, list[float]]:
+    """Validate a live-feedback answer ``{"mroi": [...]}`` or ``{"return": [...]}`` (a bare
+    list is MROI); returns ``(kind, values)``; errors say what is expected."""
+    expect = f"resume with {{\"mroi\": [{periods} numbers]}} or {{\"return\": [{periods} numbers]}}"
+    kind = "mroi"
     if isinstance(value, dict):
-        if "mroi" not in value:
-            raise ValueError(f"resume with {{\"mroi\": [{periods} numbers]}}; got keys {sorted(value)}")
-        value = value["mroi"]
+        given = [k for k in OBSERVATIONS if k in value]
+        if len(given) != 1:
+            raise ValueError(f"{expect}; got keys {sorted(value)}")
+        kind = given[0]
+        value = value[kind]
     elif not isinstance(value, (list, tuple)):
-        raise ValueError(f"resume with {{\"mroi\": [{periods} numbers]}}; got {value!r}")
+        raise ValueError(f"{expect}; got {value!r}")
     if not isinstance(value, (list, tuple)):
-        raise ValueError(f"mroi must be a list of {periods} numbers, got {value!r}")
+        raise ValueError(f"{kind} must be a list of {periods} numbers, got {value!r}")
     if len(value) != periods:
-        raise ValueError(f"mroi has {len(value)} values, expected periods = {periods}")
+        raise ValueError(f"{kind} has {len(value)} values, expected periods = {periods}")
     out = []
     for i, x in enumerate(value):
         try:
             f = float(x)
         except (TypeError, ValueError):
-            raise ValueError(f"mroi[{i}] = {x!r} is not a number") from None
+            raise ValueError(f"{kind}[{i}] = {x!r} is not a number") from None
         if isinstance(x, bool) or not math.isfinite(f):
-            raise ValueError(f"mroi[{i}] = {x!r} is not a finite number")
+            raise ValueError(f"{kind}[{i}] = {x!r} is not a finite number")
+        if kind == "return" and f < 0:
+            raise ValueError(f"return[{i}] = {x!r}: a return (revenue) is a number >= 0")
         out.append(f)
-    return out
+    return kind, out
 
 
-def ask_live(task: Task, allocation: list[float], round_: int, budget_report: dict) -> list[float]:
-    """Pause until the caller reports the observed MROI for ``allocation``."""
+def ask_live(task: Task, allocation: list[float], round_: int, budget_report: dict,
+             flags: list[dict] | None = None) -> tuple[str, list[float]]:
+    """Pause until the caller reports what it observed for ``allocation``: ``(kind, values)``."""
     request = {
         "apply": allocation,
         "round": round_,
         "labels": task.slot_labels,
         "budget": budget_report,
-        "resume_with": {"mroi": f"[{task.periods} observed marginal ROI values, one per slot]"},
+        "flags": list(flags or []),
+        "resume_with": {"mroi": f"[{task.periods} observed marginal ROI values, one per slot]",
+                        "return": f"or [{task.periods} observed returns (revenue), one per slot]"},
     }
     while True:
         answer = interrupt(request)
         try:
-            return parse_mroi(answer, task.periods)
+            return parse_observation(answer, task.periods)
         except ValueError as e:
             request = {**request, "error": str(e)}
 
@@ -178,6 +193,8 @@ def ask_review(task: Task, allocation: list[float], round_: int, pending: dict) 
         "proposal": pending.get("proposal"),
         "text": pending.get("text", ""),
         "budget": pending.get("budget"),
+        "flags": pending.get("flags") or [],
+        "source": pending.get("source"),
         "resume_with": "true to apply, or {\"allocation\": [...]} to apply an edited plan",
     }
     while True:

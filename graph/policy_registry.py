@@ -60,13 +60,17 @@ class PolicyRegistry:
         with self._lock:
             return dict(self._registered)
 
-    def get(self, ctx: Context, role: str) -> Policy:
-        """The policy for ``role`` under ``ctx`` (built on first use, then cached)."""
-        name = ctx.reasoner if role == "reasoner" else ctx.optimizer
+    def get(self, ctx: Context, role: str, name: str | None = None) -> Policy:
+        """The policy for ``role`` under ``ctx`` (built on first use, then cached).
+
+        ``name`` asks for another policy in that role than the context's (the numeric
+        ``context.fallback`` and ``context.on_flag`` policies)."""
+        name = name or (ctx.reasoner if role == "reasoner" else ctx.optimizer)
         with self._lock:
             if name in self._registered:
                 return self._registered[name]
-        key = ctx.policy_key(role)
+        key = ctx.policy_key(role) if name == (ctx.reasoner if role == "reasoner" else ctx.optimizer) \
+            else (role, name)
         pol = self._built.get(key)
         if pol is not None:
             return pol
@@ -122,6 +126,6 @@ def registered_policies() -> dict[str, Policy]:
     return REGISTRY.registered()
 
 
-def get_policy(ctx: Context, role: str) -> Policy:
-    """The policy ``role`` uses under ``ctx``."""
-    return REGISTRY.get(ctx, role)
+def get_policy(ctx: Context, role: str, name: str | None = None) -> Policy:
+    """The policy ``role`` uses under ``ctx`` (or the policy ``name`` in that role)."""
+    return REGISTRY.get(ctx, role, name)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from graph.api import build_graph, make_tools, run_episode
@@ -76,3 +78,104 @@ def test_copilot_example_runs():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "simulated episode" in r.stdout and "final plan" in r.stdout
+
+
+# ---- plan() and LiveSession -------------------------------------------------------------------
+def _sqrt_task(observe: str) -> dict:
+    """Three channels with returns R_t = a_t * sqrt(x): MROI a_t / (2 sqrt(x))."""
+    a = (6.0, 4.0, 2.0)
+    allocs = ([10, 10, 10], [12, 9, 9], [9, 11, 10], [10, 9, 11])
+    history = []
+    for x in allocs:
+        obs = ([ai * xi ** 0.5 for ai, xi in zip(a, x)] if observe == "return"
+               else [ai / (2 * xi ** 0.5) for ai, xi in zip(a, x)])
+        history.append({"allocation": x, observe: obs})
+    return {"budget": 30.0, "periods": 3, "labels": ["tv", "search", "social"], "history": history}
+
+
+def test_plan_with_return_records_moves_the_same_way_as_with_true_mroi():
+    from graph.api import PlanResult, plan
+
+    true = plan(_sqrt_task("mroi"), reasoner="local-model")
+    est = plan(_sqrt_task("return"), reasoner="local-model")
+    assert isinstance(true, PlanResult) and true.source == "reasoner"
+    d_true = np.sign(np.round(np.array(true.plan) - true.current, 2))
+    d_est = np.sign(np.round(np.array(est.plan) - est.current, 2))
+    assert d_true.tolist() == d_est.tolist() == [1, 1, -1]  # into tv and search, out of social
+    assert est.notes and est.notes[0].startswith("MROI estimated from returns") and not true.notes
+    assert sum(est.plan) == pytest.approx(30.0, abs=1e-9)
+    assert [c.label for c in est.changes] == ["tv", "search", "social"] and est.reason.startswith("moved")
+    assert est.provenance["policies"] == {"reasoner": "local-model"} and est.provenance["model"] is None
+    json.loads(est.model_dump_json())
+
+
+def test_plan_raises_on_an_unusable_answer_unless_a_numeric_fallback_is_named(register_policy):
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from graph.api import NoPlanError, plan
+    from policies.llm import LLMPolicy
+
+    register_policy("fake-silent", LLMPolicy("reasoner", FakeListChatModel(responses=["no idea"])))
+    with pytest.raises(NoPlanError, match=r"no new plan: the reasoner's answer could not be used \(missing_tags") as e:
+        plan(TASK, reasoner="fake-silent")
+    assert e.value.record["no_plan"] and e.value.record["text"] == "no idea"
+    result = plan(TASK, reasoner="fake-silent", fallback="local-model")
+    assert result.source == "fallback:local-model" and result.error.startswith("missing_tags")
+    assert result.raw_text == "no idea" and sum(result.plan) == pytest.approx(6.0)
+    with pytest.raises(ValueError, match="unknown context field"):
+        plan(TASK, reasoner="local-model", max_round=2)
+    with pytest.raises(ValueError, match="plan\\(\\) sets context.max_rounds"):
+        plan(TASK, reasoner="local-model", max_rounds=2)
+    with pytest.raises(ValueError, match="history = \\[\\]"):
+        plan({**TASK, "history": []}, reasoner="local-model")
+
+
+def test_provenance_hashes_the_adapter_weights(tmp_path):
+    from graph.context import Context
+    from graph.provenance import provenance
+
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"weights")
+    p = provenance(Context(reasoner_adapter=str(tmp_path), seed=3), roles=("reasoner",))
+    assert p["model"] == "embedded" and p["seed"] == 3 and p["version"]
+    assert p["adapters"]["reasoner"] == {"path": str(tmp_path), "sha256": hashlib.sha256(b"weights").hexdigest()[:12]}
+    assert provenance(Context(reasoner_adapter="none"), roles=("reasoner",))["adapters"]["reasoner"]["sha256"] is None
+
+
+def test_live_session_round_trip():
+    from graph.api import LiveSession
+
+    s = LiveSession(TASK, reasoner="local-model", optimizer="gradient", max_rounds=2)
+    assert not s.done and s.record["round"] == 1 and s.record["source"] == "reasoner"
+    first = s.proposal
+    assert sum(first) == pytest.approx(6.0) and first[2] >= 0.5
+    with pytest.raises(ValueError, match="mroi has 2 values, expected periods = 3"):
+        s.observe(mroi=[0.5, 0.4])
+    with pytest.raises(ValueError, match="exactly one"):
+        s.observe()
+    s.observe(returns=[2.0, 1.0, 0.5])  # turned into MROI (elasticity 0.5: no return history)
+    r1 = s.rounds[0]
+    assert r1["observed_return"] == [2.0, 1.0, 0.5]
+    assert r1["mroi"] == pytest.approx([0.5 * v / x for v, x in zip([2.0, 1.0, 0.5], first)])
+    assert s.record["round"] == 2 and s.record["window"][-1] == "round 1"
+    s.observe(mroi=[0.6, 0.55, 0.5])
+    assert s.done and s.proposal is None and [r["source"] for r in s.rounds] == ["reasoner", "optimizer"]
+    assert s.allocation == s.rounds[-1]["allocation"]
+    with pytest.raises(RuntimeError, match="done"):
+        s.observe(mroi=[1, 1, 1])
+
+
+@pytest.mark.slow
+def test_plan_with_a_real_tiny_model_never_presents_a_held_plan_as_new():
+    """The tiny random model writes garbage: plan() must say so (NoPlanError), or, with a
+    numeric fallback, return that policy's plan marked as such, with the model's provenance."""
+    from graph.api import NoPlanError, plan
+
+    llm = {"reasoner": "llm", "base": "tiny-random", "reasoner_adapter": "none"}
+    try:
+        result = plan(TASK, **llm)
+        assert result.source == "reasoner" and result.error is None
+    except NoPlanError as e:
+        assert e.record["source"] == "fallback" and e.record["error"]
+    result = plan(TASK, **llm, fallback="local-model")
+    assert result.source in ("reasoner", "fallback:local-model")
+    assert result.provenance["model"] == "tiny-random" and result.provenance["adapters"]["reasoner"]["path"] is None
