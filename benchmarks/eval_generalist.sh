@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The generalist evaluation matrix (docs/results.md, "Generalist matrix").
+#
+#   families: quadratic exponential hill media (held-out seed 7; training draws its
+#             environments from env-seed 2000/3000 streams) at T in {3, 6, 10, 16},
+#             and robyn meridian-national meridian-geo at their own T (sim-to-real);
+#   noise 0 and 0.1; 10 rounds; methods dara, heuristic, gradient, local-model, uniform;
+#   per-round regret with 95% intervals, parse-error and fallback rate per cell.
+#
+# Every cell resumes from $OUT/episodes/<cell>/<method>/episodes.jsonl when rerun, so the
+# matrix can be run over several sittings:   N=20 benchmarks/eval_generalist.sh
+# Adapters: REASONER / OPTIMIZER (dirs) and their encodings; defaults are the shipped ones.
+# RL comparison (6 cells at noise 0.1: quadratic and media at T 6 and 16, robyn,
+# meridian-geo; 30 envs, paired per environment):  MODE=rl benchmarks/eval_generalist.sh
+set -euo pipefail
+N=${N:-20}
+OUT=${OUT:-runs/eval-generalist}
+SEED=${SEED:-7}
+ROUNDS=${ROUNDS:-10}
+MODE=${MODE:-matrix}
+ADAPTERS=()
+[[ -n "${REASONER:-}" ]] && ADAPTERS+=(--reasoner-adapter "$REASONER")
+[[ -n "${REASONER_ENCODING:-}" ]] && ADAPTERS+=(--reasoner-encoding "$REASONER_ENCODING")
+[[ -n "${OPTIMIZER:-}" ]] && ADAPTERS+=(--optimizer-adapter "$OPTIMIZER")
+[[ -n "${OPTIMIZER_ENCODING:-}" ]] && ADAPTERS+=(--optimizer-encoding "$OPTIMIZER_ENCODING")
+mkdir -p "$OUT"
+
+cell() {  # cell NAME FAMILY NOISE [--periods T] [extra bench flags...]
+  local name=$1 fam=$2 noise=$3; shift 3
+  echo "== $name" >&2
+  dara bench --family "$fam" --noise "$noise" --envs "$N" --rounds "$ROUNDS" --seed "$SEED" \
+      --policies "${POLICIES:-dara,heuristic,gradient,local-model,uniform}" "$@" "${ADAPTERS[@]}" \
+      --json "$OUT/$name.json" --plot "$OUT/$name.png" --llm-out "$OUT/episodes/$name"
+}
+
+if [[ "$MODE" == matrix ]]; then
+  for noise in 0 0.1; do
+    for fam in quadratic exponential hill media; do
+      for T in 3 6 10 16; do
+        cell "$fam-T$T-n$noise" "$fam" "$noise" --periods "$T"
+      done
+    done
+    for fam in robyn meridian-national meridian-geo; do
+      cell "$fam-n$noise" "$fam" "$noise"
+    done
+  done
+elif [[ "$MODE" == rl ]]; then
+  # GRPO-A vs fixed-reference GRPO vs SFT-only, same environments (pair by env index).
+  N=${N_RL:-30}
+  for run in gen-grpo-optimizer gen-grpo-optimizer-fixed-ref gen-sft-optimizer; do
+    for spec in "quadratic --periods 6" "quadratic --periods 16" "media --periods 6" \
+                "media --periods 16" "robyn" "meridian-geo"; do
+      set -- $spec
+      name="rl-$run-$1${3:+-T$3}"
+      ADAPTERS=(--optimizer-adapter "training/runs/$run/adapter" --optimizer-encoding delta-slope)
+      POLICIES=dara cell "$name" "$1" 0.1 "${@:2}" --no-oracle
+    done
+  done
+fi
+echo "tables: python benchmarks/results_table.py $OUT/*.json" >&2
