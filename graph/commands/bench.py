@@ -87,8 +87,9 @@ class BenchPlan:
 
 
 def run_bench(plan: BenchPlan, context: Context, *, concurrency: int = 16, llm_out: str | Path | None = None,
-              out: TextIO | None = None) -> dict[str, dict[str, dict]]:
-    """``{family: {method: summary}}``; prints the tables to ``out`` (stdout by default)."""
+              out: TextIO | None = None, progress: bool = False) -> dict[str, dict[str, dict]]:
+    """``{family: {method: summary}}``; prints the tables to ``out`` (stdout by default);
+    ``progress`` shows LLM methods' episodes done, elapsed and remaining on stderr."""
     from graph.commands.bench_numeric import run_numeric
     from graph.commands.summaries import markdown_table, method_summary
 
@@ -104,7 +105,7 @@ def run_bench(plan: BenchPlan, context: Context, *, concurrency: int = 16, llm_o
 
                 per_round, extra_stats = run_llm_method(
                     name, env, context, concurrency=concurrency,
-                    out_dir=(Path(llm_out) / fam if llm_out else None))
+                    out_dir=(Path(llm_out) / fam if llm_out else None), progress=progress)
                 res = method_summary(per_round)
                 res.update(extra_stats)
             else:
@@ -211,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         check_llm_methods(plan, context)
     except (ValueError, OSError) as e:  # InputError, context errors: one line, nothing run
         return report("dara bench", e)
-    results = run_bench(plan, context, concurrency=args.concurrency, llm_out=args.llm_out)
+    results = run_bench(plan, context, concurrency=args.concurrency, llm_out=args.llm_out,
+                        progress=sys.stderr.isatty())
     print(f"\n{len(plan.families)} family(ies) x {len(plan.methods)} methods in "
           f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     write_results(results, bench_config(plan, context, args.concurrency, args.llm_out), args.json_out, args.plot)

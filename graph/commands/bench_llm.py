@@ -123,11 +123,12 @@ def read_episodes(path: Path, rounds: int, llm_roles: tuple[bool, bool] = (True,
 
 
 def run_llm_method(name: str, env, context: Context, concurrency: int = 16,
-                   out_dir: str | Path | None = None) -> tuple[dict[str, np.ndarray], dict]:
+                   out_dir: str | Path | None = None, progress: bool = False) -> tuple[dict[str, np.ndarray], dict]:
     """Run LLM method ``name`` on every environment of ``env`` through the graph.
 
     ``out_dir`` keeps the episodes in ``out_dir/<name>/`` (a rerun resumes them);
-    without it they go to a temporary directory.
+    without it they go to a temporary directory. ``progress`` shows a progress line on
+    stderr (episodes done/total, elapsed, remaining).
     """
     from graph.commands.episode_sources import batch_episodes
     from graph.commands.episodes import run_episodes
@@ -140,7 +141,8 @@ def run_llm_method(name: str, env, context: Context, concurrency: int = 16,
     out = Path(out_dir) / name
     try:
         source = {"method": name, **{k: env.spec.get(k) for k in ("family", "n", "seed", "noise", "history")}}
-        run_episodes(ctx, batch_episodes(env), out, concurrency, resume=(out / EPISODES).exists(), source=source)
+        run_episodes(ctx, batch_episodes(env), out, concurrency, resume=(out / EPISODES).exists(), source=source,
+                     progress=progress, label=f"{name} episodes")
         return read_episodes(out / EPISODES, ctx.max_rounds, (ctx.reasoner == "llm", ctx.optimizer == "llm"))
     finally:
         if tmp is not None:

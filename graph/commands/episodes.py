@@ -116,13 +116,13 @@ def check_resumable(old: dict, new: dict) -> None:
 
 def run_episodes(context: Context, episodes: Sequence[Episode], out: str | Path, concurrency: int = 8,
                  resume: bool = False, *, source: dict | None = None, keep_checkpoints: bool = False,
-                 progress: bool = False) -> BatchResult:
+                 progress: bool = False, label: str = "episodes") -> BatchResult:
     """Run ``episodes`` (``(id, graph input)`` pairs) under ``context``, writing to ``out``.
 
     ``resume`` continues a batch killed in ``out`` (else ``out`` must hold none);
     ``source`` describes where the episodes came from (kept in ``run.json`` to explain a
     refused resume); ``keep_checkpoints`` keeps finished episodes' threads; ``progress``
-    shows a progress bar on stderr.
+    shows a progress line on stderr (``label``, episodes done/total, elapsed, remaining).
     """
     from langgraph.checkpoint.sqlite import SqliteSaver
     from tqdm import tqdm
@@ -158,7 +158,7 @@ def run_episodes(context: Context, episodes: Sequence[Episode], out: str | Path,
     except BaseException:
         made.remove()  # failed before its first episode: leave nothing behind
         raise
-    bar = tqdm(total=len(episodes), initial=len(episodes) - len(todo), desc="episodes",
+    bar = tqdm(total=len(episodes), initial=len(episodes) - len(todo), desc=label,
                unit="ep", disable=not progress, file=sys.stderr, mininterval=0.5)
     result = BatchResult(records=list(finished), ran=len(todo))
     lock = threading.Lock()
