@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from policies.prompts import DEFAULT_WINDOW, ENCODINGS

@@ -359,8 +359,6 @@ def _conclude(args, setup: Setup, values: dict, final: dict | None, log: dict | 
     flags = list(final["flags"]) if isinstance(final.get("flags"), list) else [f.model_dump() for f in rep.flags]
     note = None if source == "model" and not why else _source_line(source, why, final.get("role"))
     print("\nplan:\n" + format_plan(rep, flags, note), file=out)
-    if args.verbose and raw_text.strip():
-        print(f"model answer: {raw_text.strip()}", file=out)
     if args.plot:
         from graph.commands.plan_plot import plot_plan
 

@@ -212,8 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         check_llm_methods(plan, context)
     except (ValueError, OSError) as e:  # InputError, context errors: one line, nothing run
         return report("dara bench", e)
-    results = run_bench(plan, context, concurrency=args.concurrency, llm_out=args.llm_out,
-                        progress=sys.stderr.isatty())
+    try:
+        results = run_bench(plan, context, concurrency=args.concurrency, llm_out=args.llm_out,
+                            progress=sys.stderr.isatty())
+    except ValueError as e:  # e.g. --llm-out holding a run with other settings: refused, in one line
+        return report("dara bench", e)
     print(f"\n{len(plan.families)} family(ies) x {len(plan.methods)} methods in "
           f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     write_results(results, bench_config(plan, context, args.concurrency, args.llm_out), args.json_out, args.plot)

@@ -82,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     print(f"== benchmark: {args.episodes} held-out {args.family} environments, {context.max_rounds} rounds ==",
           flush=True)
-    results = run_bench(plan, context, concurrency=args.concurrency, llm_out=out, progress=True)
+    try:
+        results = run_bench(plan, context, concurrency=args.concurrency, llm_out=out, progress=True)
+    except ValueError as e:  # e.g. a rerun into --out with other settings: refused, in one line
+        return report("dara demo", e)
     write_results(results, bench_config(plan, context, args.concurrency, str(out)),
                   json_out=out / "bench.json", plot=out / "bench.png")
     return 0

@@ -46,7 +46,7 @@ def plan_table(report: PlanReport) -> str:
     rows = [[c.label, format_money(c.current), format_money(c.recommended), _signed(c.change),
              f"{100 * c.share:.1f}%", format_ratio(c.mroi_last), format_ratio(c.mroi_predicted)]
             for c in report.changes]
-    total_change = round(sum(c.change for c in report.changes), 2)
+    total_change = round(sum(c.change for c in report.changes), 2) + 0.0  # never "-0.00"
     rows.append(["total", format_money(sum(report.current)), format_money(sum(report.plan)),
                  _signed(total_change), "100.0%", "", ""])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
@@ -59,9 +59,19 @@ def plan_table(report: PlanReport) -> str:
     return "\n".join([line(HEADERS), rule, *(line(r) for r in rows[:-1]), rule, line(rows[-1])])
 
 
-def format_flags(flags: list[dict]) -> list[str]:
-    """One line per self-check flag (shown above the table)."""
-    return [f"check ({f.get('kind', 'flag')}): {f.get('message', '')}" for f in flags]
+SHOWN_FLAGS = 5
+"""Flags printed above the table; the rest are counted (all of them are in ``--json``)."""
+
+
+def format_flags(flags: list[dict], limit: int = SHOWN_FLAGS) -> list[str]:
+    """One line per self-check flag (shown above the table), at most ``limit``."""
+    first = sorted(flags, key=lambda f: f.get("kind") == "against_evidence")  # plan-wide findings first
+    lines = [f"check ({f.get('kind', 'flag')}): {f.get('message', '')}" for f in first[:limit]]
+    hidden = first[limit:]
+    if hidden:
+        kinds = ", ".join(sorted({str(f.get("kind")) for f in hidden}))
+        lines.append(f"check: {len(hidden)} more ({kinds}); all of them are in --json")
+    return lines
 
 
 def format_plan(report: PlanReport, flags: list[dict], source_note: str | None) -> str:

@@ -41,7 +41,7 @@ def plot_plan(task: Task, plan, current, path: str | Path, title: str | None = N
     cols = min(T, 4 if T <= 12 else 5)
     rows = math.ceil(T / cols)
     plt = _pyplot()
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     commas = FuncFormatter(lambda x, _pos: f"{x:,.0f}" if abs(x) >= 100 or x == 0 else f"{x:.3g}")
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
@@ -58,6 +58,7 @@ def plot_plan(task: Task, plan, current, path: str | Path, title: str | None = N
                      f"MROI {format_ratio(model.mroi(cur)[t], 2)} -> {format_ratio(model.mroi(b)[t], 2)}",
                      fontsize=8)
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(4))
         ax.xaxis.set_major_formatter(commas)
         ax.yaxis.set_major_formatter(commas)
         ax.grid(alpha=0.3)
