@@ -133,3 +133,11 @@ def test_return_records_are_estimated_and_noted(tmp_path, policy):
     out = io.StringIO()
     assert allocate.main(["--task", str(p), "--reasoner", name], stdout=out) == 0
     assert "note: MROI estimated from returns" in out.getvalue()
+
+
+def test_an_approved_edit_is_marked_and_reports_what_the_budget_tool_changed(tmp_path):
+    code, text = _run(tmp_path, "--reasoner", "local-model", "--approve", "--json", str(tmp_path / "o.json"),
+                      stdin="70000 60000 60000 1000\n")
+    assert code == 0
+    assert "plan from: your edit, made feasible by the budget tool: sum was 191,000" in text
+    assert json.loads((tmp_path / "o.json").read_text())["source"] == "edited"

@@ -163,6 +163,10 @@ def _status(rec: dict, log: dict | None, ctx: Context) -> tuple[bool, str, str |
     budget = rec.get("budget") or {}
     if rec.get("no_plan") or rec.get("source") == "fallback" or budget.get("used_fallback"):
         return False, "none", rec.get("error") or "; ".join(budget.get("reasons") or []) or "the answer was unusable"
+    review = rec.get("review") or {}
+    if review.get("edited"):
+        fixed = (review.get("budget") or {})
+        return True, "edited", "; ".join(fixed.get("reasons") or []) if fixed.get("changed") else None
     src = rec.get("source")
     if src in ("reasoner", "optimizer"):
         name = ctx.reasoner if src == "reasoner" else ctx.optimizer
@@ -173,6 +177,8 @@ def _status(rec: dict, log: dict | None, ctx: Context) -> tuple[bool, str, str |
 def _source_line(source: str, why: str | None, role: str | None) -> str:
     if source == "model":
         return f"plan from: the chat model ({role or 'reasoner'})"
+    if source == "edited":
+        return "plan from: your edit" + (f", made feasible by the budget tool: {why}" if why else "")
     if source.startswith("fallback:"):
         return f"plan from: numeric fallback {source.split(':', 1)[1]} (asked with --fallback): the model's " \
                f"answer could not be used: {why}"
@@ -196,9 +202,6 @@ def _print_round(r: dict, labels, out: TextIO, verbose: bool, log: dict | None, 
     b = r.get("budget") or {}
     if verbose and b.get("changed") and not b.get("used_fallback"):
         print("  budget tool: " + "; ".join(b.get("reasons") or ["adjusted"]), file=out)
-    rev = (r.get("review") or {}).get("budget") or {}
-    if rev.get("changed"):
-        print("  your edit, made feasible by the budget tool: " + "; ".join(rev.get("reasons") or []), file=out)
 
 
 def _read_numbers(prompt: str, n: int, inp: TextIO, out: TextIO, what: str) -> list[float] | None:

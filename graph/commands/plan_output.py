@@ -11,6 +11,8 @@ self-check's flags); this module only lays them out for a terminal and for ``--j
      "flags": [{kind, slots, numbers, message}], "reason": str, "raw_text": str,
      "source": str, "provenance": {"model", "backend", "policies", "adapters", "seed", "version"}}
 
+``source``: ``model``, a numeric policy's name, ``fallback:<policy>`` (``--fallback``),
+``edited`` (the analyst's edit under ``--approve``), ``none``, or a marker the graph set.
 ``plan`` is null (and ``source`` ``"none"``) when no new plan was produced; ``reason``
 then says why.
 """
