@@ -102,3 +102,16 @@ def test_read_episodes_refuses_failed_episodes(tmp_path):
 def test_missing_adapter_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="adapter_config.json"):
         method_context("optimizer-only", Context(optimizer_adapter=str(tmp_path)))
+
+
+def test_fallback_rate_counts_every_plan_not_from_the_model(tmp_path):
+    """Issue item: ``fallback_rate`` next to ``parse_error_rate``: parse errors and plans
+    replaced by another policy (any source but the role's own) both count."""
+    ep = _episode(1, [None, "missing_tags: x", None])
+    ep["rounds"][2]["source"] = "self-check"  # replaced by the self-check: no parse error
+    p = tmp_path / "episodes.jsonl"
+    p.write_text(json.dumps(ep) + "\n")
+    _, stats = read_episodes(p, 3, (True, True))
+    assert stats["parse_error_rate"] == pytest.approx(1 / 3)
+    assert stats["fallback_rate"] == pytest.approx(2 / 3)
+    assert stats["fallback_rate_by_round"] == [0.0, 1.0, 1.0]

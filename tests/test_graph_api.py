@@ -1,4 +1,5 @@
-"""Python API (run_episode), dara allocate, and the copilot example."""
+"""Python API (run_episode), dara allocate's task errors, and the copilot example
+(``tests/test_cli_allocate.py`` has the rest of dara allocate)."""
 
 from __future__ import annotations
 
@@ -37,33 +38,6 @@ def test_run_episode_with_names_and_policy_objects(clean_policies):
         run_episode(TASK, feedback="live", reasoner="uniform")
     assert build_graph().checkpointer is None
     assert {t.name for t in make_tools()} >= {"query_mroi", "enforce_budget", "oracle_allocation"}
-
-
-def test_allocate_plan_only(tmp_path):
-    p = tmp_path / "task.json"
-    p.write_text(json.dumps(TASK))
-    out = io.StringIO()
-    assert allocate_main(["--task", str(p), "--reasoner", "local-model", "--optimizer", "gradient",
-                          "--json", str(tmp_path / "o.json")], stdout=out) == 0
-    text = out.getvalue()
-    assert "round 1 (reasoner)" in text and "plan: tv=" in text
-    plan = json.loads((tmp_path / "o.json").read_text())["plan"]
-    assert sum(plan) == pytest.approx(6.0) and plan[2] >= 0.5
-
-
-def test_allocate_live_reasks_on_bad_input(tmp_path):
-    p = tmp_path / "task.json"
-    p.write_text(json.dumps(TASK))
-    stdin = io.StringIO("0.6 0.5\n0.6, 0.5, abc\n0.6 0.55 0.5\n0.55 0.55 0.54\n")
-    out = io.StringIO()
-    assert allocate_main(["--task", str(p), "--live", "--rounds", "2", "--reasoner", "local-model",
-                          "--optimizer", "gradient", "--json", str(tmp_path / "o.json")],
-                         stdin=stdin, stdout=out) == 0
-    text = out.getvalue()
-    assert "got 2 numbers, expected 3" in text and "'abc' is not a number" in text
-    state = json.loads((tmp_path / "o.json").read_text())
-    assert [r["mroi"] for r in state["rounds"]] == [[0.6, 0.55, 0.5], [0.55, 0.55, 0.54]]
-    assert "round 2 (optimizer)" in text and state["stop_reason"] == "max_rounds"
 
 
 def test_allocate_bad_task_file_is_a_clear_error(tmp_path, capsys):

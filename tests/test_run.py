@@ -155,3 +155,40 @@ def test_resume_when_the_last_step_saved_its_writes_but_not_its_checkpoint():
     assert [r["round"] for r in resumed["rounds"]] == [1, 2, 3]
     assert [r["source"] for r in resumed["rounds"]] == ["reasoner", "optimizer", "optimizer"]
     assert [r["allocation"] for r in resumed["rounds"]] == [r["allocation"] for r in ref["rounds"]]
+
+
+def test_failure_before_the_first_episode_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """A batch that cannot start (here: the graph cannot be built) removes the --out
+    directory it created instead of leaving one holding only run.json."""
+    import graph.graph
+
+    def broken(**_kw):
+        raise ValueError("graph cannot be built")
+
+    monkeypatch.setattr(graph.graph, "build_graph", broken)
+    out = tmp_path / "new" / "run"
+    assert main(ARGS + ["--episodes", "2", "--out", str(out)]) == 2
+    assert "graph cannot be built" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    assert main(ARGS + ["--episodes", "2", "--out", str(kept)]) == 2
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
+
+
+def test_fallback_rate_is_printed_when_above_zero(tmp_path, register_policy, capsys):
+    from policies.base import Decision
+
+    class Garbled:
+        name = "garbled"
+
+        def propose(self, requests):
+            return [Decision(allocation=None, text="??", error="no answer") for _ in requests]
+
+    register_policy("garbled", Garbled())
+    assert main(ARGS[:-3] + ["--optimizer", "garbled", "--episodes", "2", "--out", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err
+    assert "fallback rate: 66.7% (4 of 6 decisions" in err
+    assert main(ARGS + ["--episodes", "2", "--out", str(tmp_path / "ok")]) == 0
+    assert "fallback rate" not in capsys.readouterr().err

@@ -1,87 +1,222 @@
-"""``dara allocate --task task.json``: DARA on one real task (the copilot use).
+"""``dara allocate --task task.json``: DARA's plan for one real task (the copilot use).
 
-Prints, round by round, the plan, the model's reasoning (its raw answer), and what the
-budget tool changed and why. Feedback:
+Prints the plan as an analyst reads it: the self-check's flags, then a per-slot table
+(current and recommended spend to the cent, change, share, last observed and predicted
+MROI), the expected change in return with its interval, and a reason built from those
+facts (``graph.commands.plan_output``). ``--plot`` draws each slot's fitted response
+curve (``graph.commands.plan_plot``); ``--json`` writes the documented schema;
+``--verbose`` adds the model's raw text and the budget tool's report per round.
 
-- ``--live``: after each plan, asks for the marginal ROI observed on the campaign
-  (one number per slot on stdin, comma/space separated); bad input gets a clear error and
-  the question is asked again; an empty line or EOF stops (the plan so far is kept).
-- ``--env SPEC.json`` (or ``--family``/``--seed``/``--index``): a simulator;
-- neither: one round — the Reasoner's plan for the task.
+Feedback:
 
-``--approve`` asks before applying each plan (Enter = apply, or type an edited plan).
-The policy and model flags are the fields of :class:`graph.context.Context`.
+- neither ``--live`` nor a simulator: one round, the Reasoner's plan for the task;
+- ``--live``: after each plan, asks for what was observed on the campaign (marginal ROI,
+  one number per slot on stdin); bad input is re-asked; an empty line or EOF stops. The
+  last round's plan is printed without asking for an observation nobody will use;
+- ``--env SPEC.json`` (or ``--family``/``--seed``/``--index``): a simulator.
+
+A round whose model answer cannot be used (unparseable, cut at the token cap, backend
+error) produces *no new plan*: the command says so and why and exits 3, never passing
+the held allocation off as a recommendation. ``--fallback POLICY`` asks for that numeric
+policy's plan instead, marked as such everywhere (``graph.commands.fallback_policy``).
+A plan the self-check flags is still a plan (exit 0, flags above the table). Bad input
+exits 2 with one line naming the flag, before any model is loaded.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import sys
 import uuid
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, TextIO
 
 from graph.commands.context_flags import MODEL_FIELDS, POLICY_FIELDS, add_context_flags, context_from_args
+from graph.context import Context
+from tools.cli_errors import (EXIT_NO_PLAN, EXIT_OK, InputError, OneLineParser, check_number,
+                              check_output_file, report)
+from tools.money import format_money
+
+_OPTIONAL = tuple(f for f in ("on_flag",) if f in {x.name for x in fields(Context)})
+CONTEXT_FIELDS = (*POLICY_FIELDS, *MODEL_FIELDS, "window", "tolerance", "approval", *_OPTIONAL)
+FALLBACKS = ("uniform", "heuristic", "gradient", "local-model")
+"""Numeric policies ``--fallback`` accepts (``hold`` would keep the current plan: no plan)."""
+PROG = "dara allocate"
 
 
-CONTEXT_FIELDS = (*POLICY_FIELDS, *MODEL_FIELDS, "window", "tolerance", "approval")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dara allocate", description=__doc__.split("\n\n")[0])
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--task", required=True, help="task contract JSON file")
     p.add_argument("--rounds", "--max-rounds", dest="rounds", type=int, default=None,
                    help="K rounds (default: 5 with feedback, 1 without)")
-    p.add_argument("--live", action="store_true", help="ask for observed MROI on stdin each round")
+    p.add_argument("--live", action="store_true", help="ask for the observed MROI on stdin each round")
     p.add_argument("--env", default=None, help="simulator: EnvBatch spec JSON file (with \"index\")")
     p.add_argument("--family", default=None, help="simulator: family (with --seed, --index)")
     p.add_argument("--seed", type=int, default=0, help="simulator: seed of the --family environments")
     p.add_argument("--index", type=int, default=0, help="simulator: which environment of the batch")
     add_context_flags(p, CONTEXT_FIELDS, names={"approval": ["--approve"]},
                       helps={"approval": "Approve or edit each plan before it is applied."})
-    p.add_argument("--json", default=None, help="write the final state to this file")
+    p.add_argument("--fallback", default=None, choices=FALLBACKS,
+                   help="when the model's answer cannot be used, plan with this numeric policy instead "
+                        "(marked as such); default: no plan, exit 3")
+    p.add_argument("--json", default=None, help="write the plan (documented schema) to this file")
+    p.add_argument("--plot", default=None, help="draw each slot's fitted response curve with the current "
+                                                "and recommended spend to this image file (.png, .pdf, .svg)")
+    p.add_argument("--verbose", action="store_true", help="also print the model's raw text and the budget "
+                                                          "tool's report for every round")
     return p
 
 
-def _fmt(xs, labels=None) -> str:
-    if xs is None:
-        return "-"
-    if labels:
-        return "  ".join(f"{lab}={x:.4g}" for lab, x in zip(labels, xs))
-    return "[" + ", ".join(f"{x:.4g}" for x in xs) + "]"
+@dataclass
+class Setup:
+    """Everything checked before the first model call."""
+
+    task: Any
+    env: dict | None
+    rounds: int
+    context: Context
+    roles: list[str]
+    fallback: Any = None
 
 
-def _print_round(r: dict, labels, out: TextIO) -> None:
-    print(f"\n== round {r['round']} ({r['source']}) ==", file=out)
+def prepare(args) -> Setup:
+    """Check every input (outputs, task, simulator, models) without loading a model."""
+    from graph.commands.plan_plot import FORMATS
+    from graph.commands.preflight import check_context_models, llm_roles
+    from tools.task import TaskError, load_task
+
+    check_output_file("--json", args.json)
+    check_output_file("--plot", args.plot)
+    if args.plot and Path(args.plot).suffix.lower() not in FORMATS:
+        raise InputError("--plot", args.plot, f"unknown image type; use one of {', '.join(FORMATS)}")
+    check_number("--rounds", args.rounds, minimum=1, integer=True)
+    try:
+        task = load_task(args.task)
+    except TaskError as e:
+        if e.field == "task" and e.source is None:  # the file itself: name the flag
+            raise InputError("--task", args.task, e.expected) from None
+        raise
+    env = None
+    if args.env:
+        from graph.feedback import normalise_env
+
+        try:
+            env = json.loads(Path(args.env).read_text())
+        except (OSError, ValueError) as e:
+            raise InputError("--env", args.env, f"cannot be read as JSON ({type(e).__name__})") from None
+        env = normalise_env({"index": args.index, **env} if isinstance(env, dict) else env)
+    elif args.family:
+        from graph.feedback import normalise_env
+
+        env = normalise_env({"family": args.family, "seed": args.seed, "index": args.index})
+    if args.live and env is not None:
+        raise InputError("--live", None, "choose --live (real feedback) or a simulator (--env/--family), not both")
+    has_feedback = args.live or env is not None
+    rounds = args.rounds if args.rounds is not None else (5 if has_feedback else 1)
+    if not has_feedback and rounds != 1:
+        raise InputError("--rounds", rounds, "without feedback (--live or --env) only one round can be planned")
+    ctx = context_from_args(args, CONTEXT_FIELDS, max_rounds=rounds,
+                            feedback="simulator" if env is not None else "live")
+    roles = llm_roles(ctx, rounds)
+    check_context_models(ctx, roles)
+    setup = Setup(task=task, env=env, rounds=rounds, context=ctx, roles=roles)
+    if args.fallback and roles:
+        from graph.commands.fallback_policy import FallbackPolicy
+        from graph.policy_registry import register_policy
+
+        setup.fallback = FallbackPolicy(ctx, args.fallback)
+        register_policy(setup.fallback.name, setup.fallback)
+        swap = {r: setup.fallback.name for r in ("reasoner", "optimizer") if getattr(ctx, r) == "llm"}
+        setup.context = dataclasses.replace(ctx, **swap)
+    return setup
+
+
+def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    inp, out = stdin or sys.stdin, stdout or sys.stdout
+    try:
+        setup = prepare(args)
+    except (ValueError, OSError) as e:  # InputError, TaskError, context and env errors
+        return report(PROG, e)
+    try:
+        return _run(args, setup, inp, out)
+    except ValueError as e:  # the graph's input checks (setup node), before any plan
+        return report(PROG, e)
+    finally:
+        if setup.fallback is not None:
+            from graph.policy_registry import unregister_policy
+
+            unregister_policy(setup.fallback.name)
+
+
+# ---- the session -------------------------------------------------------------------------------
+def _money(xs, labels) -> str:
+    return "  ".join(f"{lab} {format_money(x)}" for lab, x in zip(labels, xs))
+
+
+def _status(rec: dict, log: dict | None, ctx: Context) -> tuple[bool, str, str | None]:
+    """(a usable plan?, its source for the JSON, why not / why a fallback)."""
+    if log and log.get("used"):
+        return True, f"fallback:{log.get('policy')}", log.get("model_error")
+    budget = rec.get("budget") or {}
+    if rec.get("no_plan") or rec.get("source") == "fallback" or budget.get("used_fallback"):
+        return False, "none", rec.get("error") or "; ".join(budget.get("reasons") or []) or "the answer was unusable"
+    review = rec.get("review") or {}
+    if review.get("edited"):
+        fixed = (review.get("budget") or {})
+        return True, "edited", "; ".join(fixed.get("reasons") or []) if fixed.get("changed") else None
+    src = rec.get("source")
+    if src in ("reasoner", "optimizer"):
+        name = ctx.reasoner if src == "reasoner" else ctx.optimizer
+        return True, ("model" if name == "llm" or name.startswith("llm-or-") else name), None
+    return True, str(src), rec.get("error")
+
+
+def _source_line(source: str, why: str | None, role: str | None) -> str:
+    if source == "model":
+        return f"plan from: the chat model ({role or 'reasoner'})"
+    if source == "edited":
+        return "plan from: your edit" + (f", made feasible by the budget tool: {why}" if why else "")
+    if source.startswith("fallback:"):
+        return f"plan from: numeric fallback {source.split(':', 1)[1]} (asked with --fallback): the model's " \
+               f"answer could not be used: {why}"
+    return f"plan from: {source}" + (f" ({why})" if why else "")
+
+
+def _print_round(r: dict, labels, out: TextIO, verbose: bool, log: dict | None, ctx: Context) -> None:
+    ok, source, why = _status(r, log, ctx)
+    print(f"\n== round {r['round']} ({r.get('role') or r.get('source')}) ==", file=out)
     if r.get("window"):
         print(f"  saw: {', '.join(r['window'])}", file=out)
+    if not ok:
+        print(f"  no new plan was produced: {why}; the current allocation stays in place", file=out)
+    else:
+        print("  " + _source_line(source, why, r.get("role")), file=out)
+    for f in r.get("flags") or []:
+        print(f"  check ({f.get('kind')}): {f.get('message')}", file=out)
     text = (r.get("text") or "").strip()
-    if text:
-        print(f"  reasoning: {text}", file=out)
-    if r.get("error"):
-        print(f"  error: {r['error']}", file=out)
-    print(f"  proposal: {_fmt(r.get('proposal'))}", file=out)
+    if verbose and text:
+        print(f"  model answer: {text}", file=out)
     b = r.get("budget") or {}
-    if b.get("changed"):
+    if verbose and b.get("changed") and not b.get("used_fallback"):
         print("  budget tool: " + "; ".join(b.get("reasons") or ["adjusted"]), file=out)
-    elif b:
-        print("  budget tool: feasible as proposed", file=out)
 
 
 def _read_numbers(prompt: str, n: int, inp: TextIO, out: TextIO, what: str) -> list[float] | None:
-    """Ask until ``n`` numbers are given; None on empty line / EOF."""
+    """Ask until ``n`` finite numbers are given; None on an empty line / EOF."""
     while True:
         print(prompt, end="", file=out, flush=True)
         line = inp.readline()
         if not line or not line.strip():
             return None
         parts = line.replace(",", " ").split()
-        try:
-            vals = [float(x) for x in parts]
-        except ValueError:
-            bad = next(x for x in parts if not _isnum(x))
+        bad = next((x for x in parts if not _isnum(x)), None)
+        if bad is not None:
             print(f"  error: {bad!r} is not a number; enter {n} {what}", file=out)
             continue
+        vals = [float(x) for x in parts]
         if len(vals) != n:
             print(f"  error: got {len(vals)} numbers, expected {n} {what} (one per slot)", file=out)
             continue
@@ -99,103 +234,145 @@ def _isnum(x: str) -> bool:
         return False
 
 
-def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    inp, out = stdin or sys.stdin, stdout or sys.stdout
-    try:
-        return _main(args, inp, out)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"dara allocate: error: {e}", file=sys.stderr)
-        return 2
+def _observation_kind(task, request: dict) -> str:
+    """``return`` when the task records returns and the graph accepts them live, else ``mroi``."""
+    accepts = request.get("resume_with") or {}
+    return "return" if task.observes == "return" and isinstance(accepts, dict) and "return" in accepts else "mroi"
 
 
-def _main(args, inp: TextIO, out: TextIO) -> int:
+def _run(args, setup: Setup, inp: TextIO, out: TextIO) -> int:
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.types import Command
 
     from graph.graph import build_graph
-    from tools.task import Task
 
-    task = Task.from_file(args.task)
-    env = None
-    if args.env:
-        with open(args.env) as f:
-            env = json.load(f)
-        env.setdefault("index", args.index)
-    elif args.family:
-        env = {"family": args.family, "seed": args.seed, "index": args.index}
-    if args.live and env is not None:
-        raise ValueError("choose --live (real feedback) or a simulator (--env/--family), not both")
-    has_feedback = args.live or env is not None
-    rounds = args.rounds if args.rounds is not None else (5 if has_feedback else 1)
-    if not has_feedback and rounds != 1:
-        raise ValueError("without feedback (--live or --env) only one round can be planned; use --rounds 1")
-    ctx = context_from_args(args, CONTEXT_FIELDS, max_rounds=rounds,
-                            feedback="simulator" if env is not None else "live")
+    task, ctx, rounds = setup.task, setup.context, setup.rounds
     labels = task.slot_labels
-    print(f"task: budget {task.budget:g} over {task.periods} slots ({', '.join(labels)}), "
+    print(f"task: budget {format_money(task.budget)} over {task.periods} slots ({', '.join(labels)}), "
           f"{len(task.history)} past allocations", file=out)
     g = build_graph(checkpointer=InMemorySaver())
     cfg = {"configurable": {"thread_id": f"allocate-{uuid.uuid4().hex[:8]}"}}
-    state_in: dict[str, Any] = {"task": task.model_dump(exclude_none=True)}
-    if env is not None:
-        state_in["env"] = env
+    state_in: dict[str, Any] = {"task": task.model_dump(exclude_none=True, by_alias=True)}
+    if setup.env is not None:
+        state_in["env"] = setup.env
+    log = setup.fallback.log if setup.fallback is not None else []
+
+    def log_of(r: dict) -> dict | None:
+        """The fallback log entry of round ``r`` (reasoner: round 1; optimizer: rounds 2..)."""
+        role = r.get("role")
+        mine = [e for e in log if e["role"] == role]
+        k = 0 if role == "reasoner" else r.get("round", 0) - 2
+        entry = mine[k] if 0 <= k < len(mine) else None
+        return {**entry, "policy": setup.fallback.fallback} if entry else None
+
     result = g.invoke(state_in, cfg, context=ctx)
-    headers: set[int] = set()
-    applied: set[int] = set()
-    stopped = None
+    shown: set[int] = set()
+    observed: set[int] = set()
     while True:
         values = g.get_state(cfg).values
-        pending = values.get("pending")
         for r in values.get("rounds") or []:
-            if r["round"] in applied or r["source"] == "carried":
+            if r["round"] in observed or r["source"] == "carried":
                 continue
-            if r["round"] not in headers:
-                _print_round(r, labels, out)
-                headers.add(r["round"])
-            print(f"  applied: {_fmt(r['allocation'], labels)}", file=out)
+            if r["round"] not in shown and (rounds > 1 or args.verbose):
+                _print_round(r, labels, out, args.verbose, log_of(r), ctx)
+                shown.add(r["round"])
+            print(f"  applied: {_money(r['allocation'], labels)}", file=out)
             m = r.get("metrics")
             extra = f"   (regret {100 * m['regret']:.2f}%)" if m else ""
-            print(f"  observed MROI: {_fmt(r['mroi'], labels)}{extra}", file=out)
-            applied.add(r["round"])
-        if pending and pending.get("budget") is not None and pending["round"] not in headers:
-            _print_round(pending, labels, out)
-            headers.add(pending["round"])
+            if r.get("mroi") is not None:
+                print(f"  observed MROI: {'  '.join(f'{x:.4g}' for x in r['mroi'])}{extra}", file=out)
+            observed.add(r["round"])
+        pending = values.get("pending")
+        if pending and pending.get("budget") is not None and pending["round"] not in shown \
+                and (rounds > 1 or args.verbose):
+            _print_round(pending, labels, out, args.verbose, log_of(pending), ctx)
+            shown.add(pending["round"])
         intr = result.get("__interrupt__") if isinstance(result, dict) else None
         if not intr:
             break
         req = intr[0].value
         if "review" in req:
-            print(f"  plan: {_fmt(req['review'], labels)}", file=out)
+            print(f"  to review: {_money(req['review'], labels)}", file=out)
             if req.get("error"):
                 print(f"  error: {req['error']}", file=out)
             vals = _read_numbers(f"  Enter = apply, or type {task.periods} numbers to edit: ",
                                  task.periods, inp, out, "spend values")
             resume: Any = True if vals is None else {"allocation": vals}
         else:
-            print(f"  apply: {_fmt(req['apply'], labels)}", file=out)
             if rounds == 1 and not args.live:
                 break
-            vals = _read_numbers(f"  observed MROI after applying round {req['round']} "
-                                 f"({task.periods} numbers, empty = stop): ", task.periods, inp, out, "MROI values")
+            print(f"  apply: {_money(req['apply'], labels)}", file=out)
+            if req["round"] >= rounds:
+                break  # the last plan: no observation would be used
+            kind = _observation_kind(task, req)
+            what = "MROI values" if kind == "mroi" else "return values"
+            vals = _read_numbers(f"  observed {'MROI' if kind == 'mroi' else 'return'} after applying round "
+                                 f"{req['round']} ({task.periods} numbers, empty = stop): ",
+                                 task.periods, inp, out, what)
             if vals is None:
-                stopped = "stopped by user"
+                print("  (stopped: no observation given)", file=out)
                 break
-            resume = {"mroi": vals}
+            resume = {kind: vals}
         result = g.invoke(Command(resume=resume), cfg, context=ctx)
     values = g.get_state(cfg).values
-    if not has_feedback:
-        # planning only: the Reasoner's plan, after the budget tool
-        plan = values["pending"]["allocation"]
-    else:
-        plan = values.get("allocation")
-    print(f"\nplan: {_fmt(plan, labels)}", file=out)
-    if stopped and values.get("pending"):
-        print(f"next proposal (not applied): {_fmt(values['pending'].get('allocation'), labels)}", file=out)
-    reason = stopped or values.get("stop_reason")
-    if reason:
-        print(f"({reason})", file=out)
+    decided = [r for r in values.get("rounds") or [] if r["source"] != "carried"]
+    final = values.get("pending") if values.get("pending") else (decided[-1] if decided else None)
+    return _conclude(args, setup, values, final, log_of(final) if final else None, out)
+
+
+def _evidence_task(task, rounds: list[dict]):
+    """The task's records plus the rounds observed in this session (for the report)."""
+    from tools.returns import mroi_task
+    from tools.task import Record
+
+    seen = [r for r in rounds if r.get("source") != "carried"]
+    if not seen:
+        return task
+    if task.observes == "return" and all(r.get("return") is not None for r in seen):
+        extra = [Record.model_validate({"allocation": r["allocation"], "return": r["return"]}) for r in seen]
+        return task.model_copy(update={"history": [*task.history, *extra]})
+    base, _ = mroi_task(task)
+    extra = [Record(allocation=r["allocation"], mroi=r["mroi"]) for r in seen if r.get("mroi") is not None]
+    return base.model_copy(update={"history": [*base.history, *extra]})
+
+
+def _conclude(args, setup: Setup, values: dict, final: dict | None, log: dict | None, out: TextIO) -> int:
+    from graph.commands.plan_output import format_plan, plan_json, provenance
+    from tools.plan_report import plan_report
+
+    task, ctx = setup.task, setup.context
+    current = list(task.history[-1].allocation)
+    prov = provenance(setup.context if setup.fallback is None else setup.fallback.context,
+                      setup.roles, ctx.seed if setup.env is not None else args.seed)
+    ok, source, why = _status(final, log, ctx) if final else (False, "none", "no round was planned")
+    raw_text = (final or {}).get("text") or ""
+    if not ok:
+        print(f"\nno new plan was produced: {why}", file=out)
+        print("the current allocation stays in place; rerun with --fallback local-model to get a numeric "
+              "plan instead (marked as such)", file=out)
+        if args.json:
+            payload = plan_json(None, current=current, flags=list((final or {}).get("flags") or []),
+                                reason=f"no new plan was produced: {why}", raw_text=raw_text,
+                                source="none", prov=prov)
+            _write_json(args.json, payload)
+        return EXIT_NO_PLAN
+    plan = final["allocation"]
+    evidence = _evidence_task(task, values.get("rounds") or [])
+    rep = plan_report(evidence, plan, current=current)
+    flags = list(final["flags"]) if isinstance(final.get("flags"), list) else [f.model_dump() for f in rep.flags]
+    note = None if source == "model" and not why else _source_line(source, why, final.get("role"))
+    print("\nplan:\n" + format_plan(rep, flags, note), file=out)
+    if args.plot:
+        from graph.commands.plan_plot import plot_plan
+
+        print(f"plot: {plot_plan(evidence, rep.plan, current, args.plot)}", file=out)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({**values, "plan": plan}, f, indent=2)
-    return 0
+        payload = plan_json(rep, current=current, flags=flags, reason=rep.reason, raw_text=raw_text,
+                            source=source, prov=prov)
+        _write_json(args.json, payload)
+    return EXIT_OK
+
+
+def _write_json(path: str, payload: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=2) + "\n")

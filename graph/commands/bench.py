@@ -14,12 +14,14 @@ numeric benchmark never loads torch.
 
 Output: a Markdown table per metric (methods x rounds) on stdout, ``--json`` with
 ``{"config": {...}, "methods": {name: {"regret": [K], "mroi_var": [K],
-"dispersion": [K], "regret_ci95": [[lo, hi]] * K, ...}}}`` and ``--plot`` per-round
-curves. With several families (``--family quadratic,hill``) the JSON holds
+"dispersion": [K], "regret_ci95": [[lo, hi]] * K, ...}}}`` (LLM methods add
+``parse_error_rate``, ``fallback_rate``, their ``_by_round`` lists and ``llm_decisions``;
+both rates are printed when above zero) and ``--plot`` per-round curves. With several families (``--family quadratic,hill``) the JSON holds
 ``"families": {family: {"methods": ...}}`` instead of a top-level ``"methods"``.
 
 :func:`run_bench` is the typed entry point (``dara demo`` calls it); :func:`main` parses
-the flags into a :class:`BenchPlan` and a :class:`graph.context.Context`.
+the flags into a :class:`BenchPlan` and a :class:`graph.context.Context`. Bad flags, output
+paths and model settings exit 2 with one line before any row runs.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import TextIO
 from graph.commands.context_flags import add_context_flags, context_from_args
 from graph.context import Context
 from policies.baselines import BASELINES
+from tools.cli_errors import InputError, OneLineParser, check_number, check_output_dir, check_output_file, report
 
 LLM_METHODS = ("dara", "reasoner-only", "optimizer-only", "base", "dara-fixed-ref")
 CONTEXT_FIELDS = ("max_rounds", "seed", "window", "backend", "base", "optimizer_adapter",
@@ -58,13 +61,21 @@ class BenchPlan:
     oracle: bool = True
 
     def __post_init__(self) -> None:
+        from tools.envs import FAMILIES
+
         unknown = [m for m in self.methods if m not in BASELINES and m not in LLM_METHODS and m != "oracle"]
         if unknown:
-            raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(BASELINES + LLM_METHODS)}, oracle")
+            raise InputError("--policies", ",".join(unknown), "unknown method; choose from "
+                             f"{', '.join(BASELINES + LLM_METHODS)}, oracle")
         if not self.families:
-            raise ValueError("--family must name at least one environment family")
-        if isinstance(self.envs, bool) or not isinstance(self.envs, int) or self.envs < 1:
-            raise ValueError(f"--envs must be >= 1, got {self.envs!r}")
+            raise InputError("--family", None, "name at least one environment family")
+        bad = [f for f in self.families if f not in FAMILIES]
+        if bad:
+            raise InputError("--family", ",".join(bad), f"unknown family; choose from {', '.join(FAMILIES)}")
+        check_number("--envs", self.envs, minimum=1, integer=True)
+        check_number("--periods", self.periods, minimum=1, integer=True)
+        check_number("--budget", self.budget, above=0)
+        check_number("--noise", self.noise, minimum=0)
         if self.oracle and "oracle" not in self.methods:
             self.methods = [*self.methods, "oracle"]
 
@@ -76,8 +87,9 @@ class BenchPlan:
 
 
 def run_bench(plan: BenchPlan, context: Context, *, concurrency: int = 16, llm_out: str | Path | None = None,
-              out: TextIO | None = None) -> dict[str, dict[str, dict]]:
-    """``{family: {method: summary}}``; prints the tables to ``out`` (stdout by default)."""
+              out: TextIO | None = None, progress: bool = False) -> dict[str, dict[str, dict]]:
+    """``{family: {method: summary}}``; prints the tables to ``out`` (stdout by default);
+    ``progress`` shows LLM methods' episodes done, elapsed and remaining on stderr."""
     from graph.commands.bench_numeric import run_numeric
     from graph.commands.summaries import markdown_table, method_summary
 
@@ -93,7 +105,7 @@ def run_bench(plan: BenchPlan, context: Context, *, concurrency: int = 16, llm_o
 
                 per_round, extra_stats = run_llm_method(
                     name, env, context, concurrency=concurrency,
-                    out_dir=(Path(llm_out) / fam if llm_out else None))
+                    out_dir=(Path(llm_out) / fam if llm_out else None), progress=progress)
                 res = method_summary(per_round)
                 res.update(extra_stats)
             else:
@@ -105,10 +117,26 @@ def run_bench(plan: BenchPlan, context: Context, *, concurrency: int = 16, llm_o
         print(markdown_table(results[fam], "regret", scale=100), file=out)
         print(f"\n## {fam}: MROI variance across slots\n", file=out)
         print(markdown_table(results[fam], "mroi_var", fmt="{:.2e}"), file=out)
-        rates = {name: res["parse_error_rate"] for name, res in results[fam].items() if "parse_error_rate" in res}
-        if rates:
-            print("\nparse-error rate: " + ", ".join(f"{k} {v:.2%}" for k, v in rates.items()), file=out)
+        rates = {name: (res["parse_error_rate"], res.get("fallback_rate", 0.0))
+                 for name, res in results[fam].items() if "parse_error_rate" in res}
+        if any(p > 0 or f > 0 for p, f in rates.values()):
+            print("\nparse-error / fallback rate: " + ", ".join(f"{k} {p:.2%} / {f:.2%}"
+                                                             for k, (p, f) in rates.items()), file=out)
     return results
+
+
+def check_llm_methods(plan: BenchPlan, context: Context) -> None:
+    """Before any row runs: the adapter flags, and every LLM method's model settings
+    (adapters, base model, server), so a bad one fails in one line, not after the numeric rows."""
+    from graph.commands.preflight import check_context_models, llm_roles
+
+    check_context_models(context, [])
+    for name in plan.methods:
+        if name in LLM_METHODS:
+            from graph.commands.bench_llm import method_context
+
+            ctx = method_context(name, context)
+            check_context_models(ctx, llm_roles(ctx))
 
 
 def bench_config(plan: BenchPlan, context: Context, concurrency: int, llm_out: str | None) -> dict:
@@ -142,7 +170,7 @@ def write_results(results: dict[str, dict[str, dict]], config: dict, json_out: s
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dara bench", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="dara bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--family", default="quadratic", help="environment family, or several comma-separated")
     p.add_argument("--envs", type=int, default=2000, help="number of held-out environments per family")
     p.add_argument("--periods", type=int, default=None, help="slots T (synthetic families; default 6)")
@@ -172,15 +200,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.perf_counter()
     try:
+        check_output_file("--json", args.json_out)
+        check_output_file("--plot", args.plot)
+        check_output_dir("--llm-out", args.llm_out)
+        check_number("--concurrency", args.concurrency, minimum=1, integer=True)
         plan = BenchPlan(families=[f.strip() for f in args.family.split(",") if f.strip()],
                          methods=[m.strip() for m in args.policies.split(",") if m.strip()],
                          envs=args.envs, noise=args.noise, periods=args.periods, budget=args.budget,
                          oracle=not args.no_oracle)
         context = context_from_args(args, CONTEXT_FIELDS)
-        results = run_bench(plan, context, concurrency=args.concurrency, llm_out=args.llm_out)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"dara bench: {e}", file=sys.stderr)
-        return 2
+        check_llm_methods(plan, context)
+    except (ValueError, OSError) as e:  # InputError, context errors: one line, nothing run
+        return report("dara bench", e)
+    try:
+        results = run_bench(plan, context, concurrency=args.concurrency, llm_out=args.llm_out,
+                            progress=sys.stderr.isatty())
+    except ValueError as e:  # e.g. --llm-out holding a run with other settings: refused, in one line
+        return report("dara bench", e)
     print(f"\n{len(plan.families)} family(ies) x {len(plan.methods)} methods in "
           f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     write_results(results, bench_config(plan, context, args.concurrency, args.llm_out), args.json_out, args.plot)

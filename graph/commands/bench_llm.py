@@ -15,9 +15,12 @@ numeric rows draw the same way (``graph.commands.bench_numeric``).
 | ``base`` | LLM, no adapter | LLM, no adapter |
 | ``dara-fixed-ref`` | LLM + shipped reasoner adapter | LLM + optimizer adapter trained with plain GRPO (reference never refreshed) |
 
-``parse_error_rate`` counts LLM decisions whose text did not decode (the episode then
-held its previous plan, marked ``fallback``), over all LLM decisions; by round too.
-Rounds ``carried`` after an early stop are no decisions and are not counted.
+``parse_error_rate`` counts LLM decisions that recorded an error (the text did not
+decode, or the backend failed), over all LLM decisions; ``fallback_rate`` counts LLM
+decisions whose plan did not come from the model (parse and backend errors, where the
+episode held its previous plan, and plans the self-check replaced:
+``graph.commands.summaries.is_fallback``); both by round too. Rounds ``carried`` after
+an early stop are no decisions and are not counted.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from graph.commands.episode_log import EPISODES, repair_and_read
-from graph.commands.summaries import metric_arrays
+from graph.commands.summaries import is_fallback, metric_arrays
 from graph.context import Context
 
 ADAPTER_DIR = Path(__file__).resolve().parents[2] / "policies" / "adapters"
@@ -96,28 +99,36 @@ def read_episodes(path: Path, rounds: int, llm_roles: tuple[bool, bool] = (True,
     per_round = metric_arrays(recs, rounds)
     llm_total = np.zeros(rounds)
     llm_errors = np.zeros(rounds)
+    llm_fallbacks = np.zeros(rounds)
     for r in recs:
         for k, rd in enumerate(r["rounds"][:rounds]):
             if rd.get("source") == "carried" or not llm_roles[0 if k == 0 else 1]:
                 continue
             llm_total[k] += 1
             llm_errors[k] += rd.get("error") is not None
-    by_round = [float(e / t) if t else None for e, t in zip(llm_errors, llm_total)]
+            llm_fallbacks[k] += is_fallback(rd)
     total = llm_total.sum()
+
+    def rate(counts: np.ndarray) -> float:
+        return float(counts.sum() / total) if total else 0.0
+
     stats = {
-        "parse_error_rate": float(llm_errors.sum() / total) if total else 0.0,
-        "parse_error_rate_by_round": by_round,
+        "parse_error_rate": rate(llm_errors),
+        "parse_error_rate_by_round": [float(e / t) if t else None for e, t in zip(llm_errors, llm_total)],
+        "fallback_rate": rate(llm_fallbacks),
+        "fallback_rate_by_round": [float(f / t) if t else None for f, t in zip(llm_fallbacks, llm_total)],
         "llm_decisions": int(total),
     }
     return per_round, stats
 
 
 def run_llm_method(name: str, env, context: Context, concurrency: int = 16,
-                   out_dir: str | Path | None = None) -> tuple[dict[str, np.ndarray], dict]:
+                   out_dir: str | Path | None = None, progress: bool = False) -> tuple[dict[str, np.ndarray], dict]:
     """Run LLM method ``name`` on every environment of ``env`` through the graph.
 
     ``out_dir`` keeps the episodes in ``out_dir/<name>/`` (a rerun resumes them);
-    without it they go to a temporary directory.
+    without it they go to a temporary directory. ``progress`` shows a progress line on
+    stderr (episodes done/total, elapsed, remaining).
     """
     from graph.commands.episode_sources import batch_episodes
     from graph.commands.episodes import run_episodes
@@ -130,7 +141,8 @@ def run_llm_method(name: str, env, context: Context, concurrency: int = 16,
     out = Path(out_dir) / name
     try:
         source = {"method": name, **{k: env.spec.get(k) for k in ("family", "n", "seed", "noise", "history")}}
-        run_episodes(ctx, batch_episodes(env), out, concurrency, resume=(out / EPISODES).exists(), source=source)
+        run_episodes(ctx, batch_episodes(env), out, concurrency, resume=(out / EPISODES).exists(), source=source,
+                     progress=progress, label=f"{name} episodes")
         return read_episodes(out / EPISODES, ctx.max_rounds, (ctx.reasoner == "llm", ctx.optimizer == "llm"))
     finally:
         if tmp is not None:

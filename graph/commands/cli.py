@@ -3,6 +3,10 @@
 Each subcommand lives in the module that owns it and is imported only when called, so
 ``dara bench`` with numeric policies never imports torch, and ``graph/`` never imports
 ``training/`` at module level.
+
+Exit codes (every command): 0 done; 1 done, but some episodes failed outright (``run``);
+2 bad input, reported in one line before any work (``tools.cli_errors``); 3 no new plan
+(``allocate``: the model's answer could not be used and no ``--fallback`` was asked for).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cmd, rest = argv[0], argv[1:]
     if cmd not in SUBCOMMANDS:
-        print(f"dara: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+        print(f"dara: error: unknown command {cmd!r}; choose one of {', '.join(SUBCOMMANDS)} "
+              "(see dara --help)", file=sys.stderr)
         return 2
     module = importlib.import_module(SUBCOMMANDS[cmd][0])
     return int(module.main(rest) or 0)

@@ -76,6 +76,8 @@ def episode_record(eid: str, values: dict, ctx: Context, seconds: float) -> dict
                 "allocation": r["allocation"], "mroi": r["mroi"], "text": r.get("text", ""),
                 "error": r.get("error"),
                 "budget_reasons": (r.get("budget") or {}).get("reasons", []),
+                "flags": r.get("flags") or [],
+                **({"no_plan": True} if r.get("no_plan") else {}),
             }
             for r in rounds
         ],

@@ -9,14 +9,16 @@ come through here with a typed :class:`graph.context.Context`.
 Files in ``out``:
 
 - ``episodes.jsonl`` (``graph.commands.episode_log``): one line per finished episode;
-- ``checkpoints.sqlite``: LangGraph ``SqliteSaver``, so a killed batch restarted with
+- ``checkpoints.sqlite`` (``CHECKPOINTS``): LangGraph ``SqliteSaver``, so a killed batch restarted with
   ``resume=True`` skips finished episodes (by id) and continues in-flight ones from
   their last checkpoint: nothing is lost or duplicated;
 - ``run.json``: the context and the episodes (count and digest); a resume with
   different ones is refused, naming what differs.
 
 A malformed model answer is recorded in its round (source ``fallback``); an episode that
-fails outright is recorded with ``"status": "error"``; neither stops the batch.
+fails outright is recorded with ``"status": "error"``; neither stops the batch. A batch
+that fails before its first episode (bad settings, an unusable ``out``) removes what it
+created; once episodes run, the files stay so ``resume=True`` can continue.
 """
 
 from __future__ import annotations
@@ -37,6 +39,27 @@ from graph.commands.episode_sources import Episode
 from graph.context import Context
 
 SETTINGS = "run.json"
+CHECKPOINTS = "checkpoints.sqlite"
+
+
+class _NewFiles:
+    """What a batch is about to create in ``out`` (the directory itself included), so a
+    batch that fails before its first episode can remove exactly that and nothing older."""
+
+    def __init__(self, out: Path, names: Sequence[str]):
+        self.out = out
+        self.dirs = [p for p in (out, *out.parents) if not p.exists()]
+        self.files = [out / n for n in names if not (out / n).exists()]
+
+    def remove(self) -> None:
+        for f in self.files:
+            for extra in ("", "-wal", "-shm", "-journal"):
+                Path(str(f) + extra).unlink(missing_ok=True)
+        for d in self.dirs:  # innermost first
+            try:
+                d.rmdir()
+            except OSError:
+                break
 
 
 @dataclass
@@ -93,13 +116,13 @@ def check_resumable(old: dict, new: dict) -> None:
 
 def run_episodes(context: Context, episodes: Sequence[Episode], out: str | Path, concurrency: int = 8,
                  resume: bool = False, *, source: dict | None = None, keep_checkpoints: bool = False,
-                 progress: bool = False) -> BatchResult:
+                 progress: bool = False, label: str = "episodes") -> BatchResult:
     """Run ``episodes`` (``(id, graph input)`` pairs) under ``context``, writing to ``out``.
 
     ``resume`` continues a batch killed in ``out`` (else ``out`` must hold none);
     ``source`` describes where the episodes came from (kept in ``run.json`` to explain a
     refused resume); ``keep_checkpoints`` keeps finished episodes' threads; ``progress``
-    shows a progress bar on stderr.
+    shows a progress line on stderr (``label``, episodes done/total, elapsed, remaining).
     """
     from langgraph.checkpoint.sqlite import SqliteSaver
     from tqdm import tqdm
@@ -112,24 +135,30 @@ def run_episodes(context: Context, episodes: Sequence[Episode], out: str | Path,
         raise ValueError("batch episodes observe a simulator without pauses: context.feedback must be "
                          f"'simulator' and context.approval false, got {context.feedback!r}, {context.approval!r}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file; expected a directory")
     ep_path = out / EPISODES
     settings = batch_settings(context, episodes, source)
     if resume and (out / SETTINGS).exists():
         check_resumable(json.loads((out / SETTINGS).read_text()), settings)
     elif not resume and ep_path.exists() and ep_path.stat().st_size > 0:
         raise ValueError(f"{ep_path} already exists; pass --resume to continue that run or choose a new --out")
-    (out / SETTINGS).write_text(json.dumps(settings, indent=2))
-
-    finished = repair_and_read(ep_path)
-    done_ids = {r["id"] for r in finished}
-    todo = [(eid, inp) for eid, inp in episodes if eid not in done_ids]
-    conn = sqlite3.connect(str(out / "checkpoints.sqlite"), check_same_thread=False)
-    saver = SqliteSaver(conn)
-    saver.setup()
-    graph = build_graph(checkpointer=saver)
-    writer = EpisodeWriter(ep_path)
-    bar = tqdm(total=len(episodes), initial=len(episodes) - len(todo), desc="episodes",
+    made = _NewFiles(out, (SETTINGS, EPISODES, CHECKPOINTS))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / SETTINGS).write_text(json.dumps(settings, indent=2))
+        finished = repair_and_read(ep_path)
+        done_ids = {r["id"] for r in finished}
+        todo = [(eid, inp) for eid, inp in episodes if eid not in done_ids]
+        conn = sqlite3.connect(str(out / CHECKPOINTS), check_same_thread=False)
+        saver = SqliteSaver(conn)
+        saver.setup()
+        graph = build_graph(checkpointer=saver)
+        writer = EpisodeWriter(ep_path)
+    except BaseException:
+        made.remove()  # failed before its first episode: leave nothing behind
+        raise
+    bar = tqdm(total=len(episodes), initial=len(episodes) - len(todo), desc=label,
                unit="ep", disable=not progress, file=sys.stderr, mininterval=0.5)
     result = BatchResult(records=list(finished), ran=len(todo))
     lock = threading.Lock()

@@ -8,7 +8,7 @@ Outputs in ``--out DIR``:
 
 - ``episodes.jsonl`` — one whole line per finished episode, appended and fsynced
   atomically under a lock: ``{"id", "rounds": [{"round", "proposal", "allocation",
-  "mroi", "source", "text", "error", "budget_reasons"}...], "regret": [...],
+  "mroi", "source", "text", "error", "budget_reasons", "flags"}...], "regret": [...],
   "mroi_var": [...], "dispersion": [...], "stop_reason", ...}``;
 - ``summary.csv`` — per round: mean/median regret, MROI variance, dispersion,
   fallback and carried rates;
@@ -19,7 +19,13 @@ Outputs in ``--out DIR``:
 - ``run.json`` — the run's context and episodes (``--resume`` refuses different ones).
 
 A malformed model answer is recorded (source ``fallback``, ``error``), never fatal; an
-episode that fails outright is recorded with ``"status": "error"``.
+episode that fails outright is recorded with ``"status": "error"``. The share of decisions
+whose plan did not come from the policy (the fallback rate) is printed when above zero.
+
+Bad input (flags, ``--tasks`` lines, adapters, base model, server, an ``--out`` that is a
+file) exits 2 with one line before any episode runs, and leaves nothing behind. Exit 1:
+some episodes failed outright (their lines say why); a killed run keeps its files for
+``--resume``.
 """
 
 from __future__ import annotations
@@ -29,12 +35,13 @@ import sys
 from pathlib import Path
 
 from graph.commands.context_flags import MODEL_FIELDS, POLICY_FIELDS, add_context_flags, context_from_args
+from tools.cli_errors import InputError, OneLineParser, check_number, check_output_dir, report
 
 CONTEXT_FIELDS = (*POLICY_FIELDS, *MODEL_FIELDS, "window", "max_rounds", "tolerance", "seed")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dara run", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="dara run", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", default="quadratic", help="environment family (tools.envs.FAMILIES)")
     p.add_argument("--episodes", type=int, default=20, help="number of episodes (environments 0..N-1)")
@@ -61,9 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _main(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"dara run: error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as e:  # InputError, context and task errors: one line
+        return report("dara run", e)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -71,6 +77,21 @@ def _main(args: argparse.Namespace) -> int:
     from graph.commands.episodes import run_episodes
     from graph.commands.summaries import format_round_table, round_summary, write_round_summary
 
+    from graph.commands.preflight import check_context_models
+    from graph.commands.summaries import fallback_counts
+
+    check_output_dir("--out", args.out)
+    for flag, value, kw in (("--episodes", args.episodes, {"minimum": 1}), ("--periods", args.periods, {"minimum": 1}),
+                            ("--history", args.history, {"minimum": 1}),
+                            ("--concurrency", args.concurrency, {"minimum": 1})):
+        check_number(flag, value, integer=True, **kw)
+    check_number("--budget", args.budget, above=0)
+    check_number("--noise", args.noise, minimum=0)
+    if not args.tasks:
+        from tools.envs import FAMILIES
+
+        if args.family not in FAMILIES:
+            raise InputError("--family", args.family, f"unknown family; choose one of {', '.join(FAMILIES)}")
     ctx = context_from_args(args, CONTEXT_FIELDS)
     if args.tasks:
         source = {"tasks": args.tasks}
@@ -80,6 +101,7 @@ def _main(args: argparse.Namespace) -> int:
                                                  "noise", "history")}
         episodes = family_episodes(args.family, args.episodes, seed=args.seed, periods=args.periods,
                                    budget=args.budget, noise=args.noise, history=args.history)
+    check_context_models(ctx)
     out = Path(args.out)
     result = run_episodes(ctx, episodes, out, args.concurrency, args.resume, source=source,
                           keep_checkpoints=args.keep_checkpoints, progress=not args.quiet)
@@ -90,4 +112,8 @@ def _main(args: argparse.Namespace) -> int:
         rate = result.ran / result.seconds * 60 if result.seconds > 0 and result.ran else float("nan")
         print(f"{len(result.records)} episodes in {out} ({result.ran} run now in {result.seconds:.1f}s, "
               f"{rate:.1f} episodes/min; {result.errors} failed)")
+    fell, decisions = fallback_counts(result.records)
+    if fell:
+        print(f"fallback rate: {fell / decisions:.1%} ({fell} of {decisions} decisions did not use the "
+              "policy's answer: parse or backend errors, self-check replacements)", file=sys.stderr)
     return 0 if result.errors == 0 else 1

@@ -21,6 +21,31 @@ from typing import Iterable
 import numpy as np
 
 METRICS = ("regret", "mroi_var", "dispersion")
+FROM_POLICY = ("reasoner", "optimizer")
+"""Round sources whose plan is the deciding policy's own answer."""
+
+
+def is_fallback(round_: dict) -> bool:
+    """A decision whose plan did not come from the policy's answer: a parse or backend
+    error (the graph held the previous plan, source ``fallback``), a round marked
+    ``no_plan``, or a plan replaced by another policy (any other source, e.g. the
+    self-check's replacement). ``carried`` rounds are no decisions (never a fallback)."""
+    src = round_.get("source")
+    if src == "carried":
+        return False
+    return bool(round_.get("no_plan")) or src not in FROM_POLICY
+
+
+def fallback_counts(records: Iterable[dict]) -> tuple[int, int]:
+    """(fallback decisions, decisions) over finished episodes (``carried`` rounds excluded)."""
+    fell = total = 0
+    for r in records:
+        for rd in r.get("rounds") or []:
+            if rd.get("source") == "carried":
+                continue
+            total += 1
+            fell += is_fallback(rd)
+    return fell, total
 
 
 # ---- episodes (dara run) -------------------------------------------------------------------
@@ -46,7 +71,7 @@ def round_summary(records: Iterable[dict]) -> list[dict]:
             "regret_p75": float(np.percentile(reg, 75)) if reg.size else "",
             "mroi_var_mean": float(var.mean()) if var.size else "",
             "dispersion_mean": float(dis.mean()) if dis.size else "",
-            "fallback_rate": src.count("fallback") / len(src),
+            "fallback_rate": sum(is_fallback(r["rounds"][k]) for r in have) / len(src),
             "carried_rate": src.count("carried") / len(src),
         })
     return rows

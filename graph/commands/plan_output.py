@@ -1,0 +1,129 @@
+"""What ``dara allocate`` shows and writes for a plan: the table, the reason, the JSON.
+
+The numbers come from ``tools.plan_report`` (per-slot changes to the cent, predicted
+MROI, expected change in return with its interval, a reason built from those facts, the
+self-check's flags); this module only lays them out for a terminal and for ``--json``.
+
+``--json`` schema (one object)::
+
+    {"current": [T], "plan": [T] | null, "changes": [{label, current, recommended, change,
+     share, mroi_last, mroi_predicted}], "expected_uplift": {"value", "low", "high"} | null,
+     "flags": [{kind, slots, numbers, message}], "reason": str, "raw_text": str,
+     "source": str, "provenance": {"model", "backend", "policies", "adapters", "seed", "version"}}
+
+``source``: ``model``, a numeric policy's name, ``fallback:<policy>`` (``--fallback``),
+``edited`` (the analyst's edit under ``--approve``), ``none``, or a marker the graph set.
+``plan`` is null (and ``source`` ``"none"``) when no new plan was produced; ``reason``
+then says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+from pathlib import Path
+from typing import Any
+
+from tools.money import format_money, format_ratio, round_cents
+from tools.plan_report import PlanReport
+
+HEADERS = ("slot", "current", "recommended", "change", "share", "MROI last", "MROI predicted")
+
+
+def _signed(x: float) -> str:
+    text = format_money(x)
+    return text if text.startswith("-") or x == 0 else "+" + text
+
+
+def _uplift_line(report: PlanReport) -> str:
+    u = report.expected_uplift
+    line = f"expected change in return: {_signed(u.value)}"
+    if u.low is not None and u.high is not None:
+        line += f" (95% interval {_signed(u.low)} to {_signed(u.high)})"
+    return line
+
+
+def plan_table(report: PlanReport) -> str:
+    """The per-slot table with a total row; money to the cent with thousands separators."""
+    rows = [[c.label, format_money(c.current), format_money(c.recommended), _signed(c.change),
+             f"{100 * c.share:.1f}%", format_ratio(c.mroi_last), format_ratio(c.mroi_predicted)]
+            for c in report.changes]
+    total_change = round(sum(c.change for c in report.changes), 2) + 0.0  # never "-0.00"
+    rows.append(["total", format_money(sum(report.current)), format_money(sum(report.plan)),
+                 _signed(total_change), "100.0%", "", ""])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
+
+    def line(cells) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(HEADERS), rule, *(line(r) for r in rows[:-1]), rule, line(rows[-1])])
+
+
+SHOWN_FLAGS = 5
+"""Flags printed above the table; the rest are counted (all of them are in ``--json``)."""
+
+
+def format_flags(flags: list[dict], limit: int = SHOWN_FLAGS) -> list[str]:
+    """One line per self-check flag (shown above the table), at most ``limit``."""
+    first = sorted(flags, key=lambda f: f.get("kind") == "against_evidence")  # plan-wide findings first
+    lines = [f"check ({f.get('kind', 'flag')}): {f.get('message', '')}" for f in first[:limit]]
+    hidden = first[limit:]
+    if hidden:
+        kinds = ", ".join(sorted({str(f.get("kind")) for f in hidden}))
+        lines.append(f"check: {len(hidden)} more ({kinds}); all of them are in --json")
+    return lines
+
+
+def format_plan(report: PlanReport, flags: list[dict], source_note: str | None) -> str:
+    """Flags, source, table, expected uplift, reason, warnings and notes."""
+    lines = format_flags(flags)
+    if source_note:
+        lines.append(source_note)
+    if lines:
+        lines.append("")
+    lines += [plan_table(report), "", _uplift_line(report), f"reason: {report.reason}"]
+    lines += [f"warning: {w}" for w in report.warnings]
+    lines += [f"note: {n}" for n in report.notes]
+    return "\n".join(lines)
+
+
+def adapter_sha256(path: str | Path) -> str:
+    """Digest of an adapter directory's files (names and contents, in name order)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(path).iterdir() if p.is_file()):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def provenance(ctx, roles: list[str], seed: int) -> dict[str, Any]:
+    """Which model, adapters (with digests), seed and DARA version made the plan."""
+    from policies import shipped_adapter
+
+    adapters: dict[str, Any] = {}
+    for role in roles:
+        value = getattr(ctx, f"{role}_adapter")
+        path = shipped_adapter(role) if value is None else (None if str(value) == "none" else Path(value))
+        adapters[role] = None if path is None else {"path": str(path), "sha256": adapter_sha256(path)}
+    try:
+        version = importlib.metadata.version("dara")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    uses_model = bool(roles)
+    return {"model": ctx.base if uses_model else None, "backend": ctx.backend if uses_model else None,
+            "policies": {"reasoner": ctx.reasoner, "optimizer": ctx.optimizer}, "adapters": adapters,
+            "seed": seed, "version": version}
+
+
+def plan_json(report: PlanReport | None, *, current: list[float], flags: list[dict], reason: str | None,
+              raw_text: str, source: str, prov: dict) -> dict[str, Any]:
+    """The ``--json`` object (see the module doc for the schema)."""
+    if report is None:
+        return {"current": round_cents(current), "plan": None, "changes": [], "expected_uplift": None,
+                "flags": flags, "reason": reason, "raw_text": raw_text, "source": "none", "provenance": prov}
+    return {"current": report.current, "plan": report.plan,
+            "changes": [c.model_dump() for c in report.changes],
+            "expected_uplift": report.expected_uplift.model_dump(), "flags": flags,
+            "reason": report.reason, "raw_text": raw_text, "source": source, "provenance": prov}

@@ -1,0 +1,77 @@
+"""``dara allocate --plot FILE``: each slot's fitted response curve, current and recommended.
+
+The curve is the one the plan report's numbers come from: the per-slot local response
+model (``tools.local_response``, fitted by ``tools.self_check.fit_evidence``), whose MROI
+line integrates to the change in return relative to current spend. It is drawn over
+``[0, 1.25 x the largest spend seen]`` with the range of spends in the records shaded:
+outside it the curve is an extrapolation. Current spend is a circle at zero change,
+the recommended spend a star at its predicted change.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from tools.money import format_amount, format_ratio
+from tools.self_check import fit_evidence
+from tools.task import Task
+
+FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+"""File types ``--plot`` writes (chosen by the extension)."""
+
+
+def plot_plan(task: Task, plan, current, path: str | Path, title: str | None = None) -> Path:
+    """Draw the response curves of ``task``'s slots with ``current`` and ``plan`` marked."""
+    from graph.commands.summaries import _pyplot
+
+    ev = fit_evidence(task, current)
+    model, mtask = ev.model, ev.task
+    cur = np.asarray(ev.current, float)
+    b = np.asarray(plan, float)
+    alloc = np.array([r.allocation for r in mtask.history], float)
+    T = task.periods
+    top = np.maximum.reduce([alloc.max(0), cur, b]) * 1.25
+    top = np.where(top > 0, top, task.unit)
+    grid = np.linspace(0.0, 1.0, 121)[:, None] * top[None, :]
+    curves = model.gain(grid, cur)
+    at_plan = model.gain(b, cur)
+    cols = min(T, 4 if T <= 12 else 5)
+    rows = math.ceil(T / cols)
+    plt = _pyplot()
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    commas = FuncFormatter(lambda x, _pos: f"{x:,.0f}" if abs(x) >= 100 or x == 0 else f"{x:.3g}")
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    labels = task.slot_labels
+    for t in range(T):
+        ax = axes[t // cols][t % cols]
+        ax.axvspan(alloc[:, t].min(), max(alloc[:, t].max(), alloc[:, t].min() + 1e-9 * top[t]),
+                   color="0.9", label="spend seen")
+        ax.plot(grid[:, t], curves[:, t], color="C0", label="fitted response")
+        ax.axhline(0.0, color="0.6", lw=0.6)
+        ax.plot([cur[t]], [0.0], "o", color="C1", label="current")
+        ax.plot([b[t]], [at_plan[t]], "*", ms=11, color="C2", label="recommended")
+        ax.set_title(f"{labels[t]}: {format_amount(round(cur[t], 2))} -> {format_amount(round(b[t], 2))}\n"
+                     f"MROI {format_ratio(model.mroi(cur)[t], 2)} -> {format_ratio(model.mroi(b)[t], 2)}",
+                     fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.xaxis.set_major_formatter(commas)
+        ax.yaxis.set_major_formatter(commas)
+        ax.grid(alpha=0.3)
+    for k in range(T, rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    axes[0][0].legend(fontsize=6, loc="best")
+    fig.supxlabel("spend", fontsize=9)
+    fig.supylabel("return vs current spend", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
