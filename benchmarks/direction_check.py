@@ -29,14 +29,22 @@ def run(policy: str = "llm", adapter: str | None = None, encoding: str | None = 
     tasks = direction_tasks(n)
     kw = {"adapter": adapter, "encoding": encoding, "base": base} if policy == "llm" else {}
     pol = make_policy(policy, "reasoner", **kw)
-    plans, errors = [], 0
+    plans: list = [None] * len(tasks)
+    errors = done = 0
     t0 = time.time()
-    for i in range(0, len(tasks), batch):
-        reqs = [DecisionRequest("reasoner", t, t.history) for t, _ in tasks[i:i + batch]]
-        for d in pol.propose(reqs):
-            plans.append(d.allocation)
-            errors += d.allocation is None
-        print(f"\r{len(plans)}/{len(tasks)} plans, {time.time() - t0:.0f} s", end="", file=sys.stderr)
+    # one T per call: the answer format (and the token cap) depend on T, so a mixed batch
+    # would be split into one generate call per T anyway
+    order = sorted(range(len(tasks)), key=lambda k: tasks[k][0].periods)
+    chunks = [[k for k in order if tasks[k][0].periods == T] for T in sorted({t.periods for t, _ in tasks})]
+    for chunk in chunks:
+        for i in range(0, len(chunk), batch):
+            idx = chunk[i:i + batch]
+            reqs = [DecisionRequest("reasoner", tasks[k][0], tasks[k][0].history) for k in idx]
+            for k, d in zip(idx, pol.propose(reqs)):
+                plans[k] = d.allocation
+                errors += d.allocation is None
+            done += len(idx)
+            print(f"\r{done}/{len(tasks)} plans, {time.time() - t0:.0f} s", end="", file=sys.stderr)
     print(file=sys.stderr)
     bad = violations(tasks, plans)
     return {"policy": policy, "adapter": adapter, "encoding": encoding, "tasks": len(tasks),
