@@ -3,19 +3,25 @@
     python examples/copilot_example.py
 
 1. one simulated episode through the graph (``run_episode``);
-2. the same task with *live* feedback: the graph pauses with the plan to apply and is
-   resumed with the marginal ROI "observed" (here: read off the simulator);
-3. the langchain-core tools a copilot agent can call directly.
-Swap ``reasoner="llm", optimizer="llm"`` in to use the embedded model (slower on CPU).
+2. one plan for a real task (``plan``): the plan table's data, where it came from, why;
+3. the same task with *live* feedback (``LiveSession``): apply each proposal, report the
+   marginal ROI "observed" (here: read off the simulator), until the session is done;
+4. the langchain-core tools a copilot agent can call directly.
+
+Swap ``reasoner="llm", optimizer="llm"`` in to use the embedded model (slower on CPU);
+then pass ``fallback="local-model"`` to get a numeric plan (``source``
+``fallback:local-model``) instead of :class:`graph.api.NoPlanError` when the model's
+answer cannot be used.
 """
 
 from __future__ import annotations
 
-from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.types import Command
-
-from graph.api import build_graph, make_tools, run_episode
+from graph.api import LiveSession, NoPlanError, make_tools, plan, run_episode
 from tools.envs import make_envs
+
+
+def _money(xs) -> str:
+    return "[" + ", ".join(f"{x:6.2f}" for x in xs) + "]"
 
 
 def main() -> None:
@@ -27,23 +33,32 @@ def main() -> None:
     out = run_episode(task, env_spec=spec, reasoner="local-model", optimizer="gradient", max_rounds=5)
     print("simulated episode")
     for r in out["rounds"]:
-        alloc = ", ".join(f"{x:6.2f}" for x in r["allocation"])
-        print(f"  round {r['round']} {r['source']:<9} [{alloc}]  regret {100 * r['metrics']['regret']:.3f}%")
+        print(f"  round {r['round']} {r['source']:<9} {_money(r['allocation'])}  "
+              f"regret {100 * r['metrics']['regret']:.3f}%")
 
-    # 2. live feedback: pause, apply, resume with what was observed
-    g = build_graph(checkpointer=InMemorySaver())
-    cfg = {"configurable": {"thread_id": "campaign-42"}}
-    ctx = {"reasoner": "local-model", "optimizer": "gradient", "feedback": "live", "max_rounds": 3}
-    result = g.invoke({"task": task.model_dump()}, cfg, context=ctx)
+    # 2. one plan for a real task (no simulator)
+    try:
+        result = plan(task, reasoner="local-model")
+    except NoPlanError as e:  # the model's answer could not be used and no fallback= was given
+        print(f"no plan: {e}")
+    else:
+        print("one plan")
+        print(f"  plan {_money(result.plan)} (source {result.source})")
+        print(f"  expected change in return {result.expected_uplift.value:+.2f}; {result.reason}")
+        for flag in result.flags:
+            print(f"  check ({flag.kind}): {flag.message}")
+
+    # 3. live feedback: apply the proposal, report what was observed, repeat
+    session = LiveSession(task, reasoner="local-model", optimizer="gradient", max_rounds=3)
     print("live episode")
-    while "__interrupt__" in result:
-        request = result["__interrupt__"][0].value
-        observed = env.mroi([request["apply"]])[0].tolist()  # stands in for the real campaign
-        print(f"  round {request['round']}: apply {[round(x, 2) for x in request['apply']]}")
-        result = g.invoke(Command(resume={"mroi": observed}), cfg, context=ctx)
-    print(f"  final plan {[round(x, 2) for x in result['allocation']]} ({result['stop_reason']})")
+    while not session.done:
+        proposal = session.proposal
+        print(f"  round {session.record['round']}: apply {_money(proposal)}")
+        observed = env.mroi([proposal])[0].tolist()  # stands in for the real campaign
+        session.observe(mroi=observed)
+    print(f"  final plan {_money(session.allocation)} ({session.state['stop_reason']})")
 
-    # 3. the tools
+    # 4. the tools
     tools = {t.name: t for t in make_tools(env)}
     fixed = tools["enforce_budget"].invoke({"proposal": [50, 50, 50, -5], "task": task.model_dump()})
     print("budget tool:", fixed["reasons"] if isinstance(fixed, dict) else fixed)

@@ -108,10 +108,26 @@ def test_fallback_rate_counts_every_plan_not_from_the_model(tmp_path):
     """Issue item: ``fallback_rate`` next to ``parse_error_rate``: parse errors and plans
     replaced by another policy (any source but the role's own) both count."""
     ep = _episode(1, [None, "missing_tags: x", None])
-    ep["rounds"][2]["source"] = "self-check"  # replaced by the self-check: no parse error
+    ep["rounds"][2]["source"] = "self-check:local-model"  # replaced by the self-check: no parse error
     p = tmp_path / "episodes.jsonl"
     p.write_text(json.dumps(ep) + "\n")
     _, stats = read_episodes(p, 3, (True, True))
     assert stats["parse_error_rate"] == pytest.approx(1 / 3)
     assert stats["fallback_rate"] == pytest.approx(2 / 3)
     assert stats["fallback_rate_by_round"] == [0.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("round_, counted", [
+    ({"source": "reasoner", "no_plan": False}, False),
+    ({"source": "optimizer", "no_plan": False}, False),
+    ({"source": "carried", "no_plan": False}, False),
+    ({"source": "fallback", "no_plan": True}, True),  # unusable answer, current plan held
+    ({"source": "fallback:local-model", "no_plan": False}, True),  # unusable answer, numeric plan
+    ({"source": "self-check:gradient", "no_plan": False}, True),  # flagged plan replaced
+])
+def test_fallback_counting_knows_every_source_the_graph_writes(round_, counted):
+    from graph.commands.summaries import fallback_counts, is_fallback
+
+    assert is_fallback(round_) is counted
+    carried = {"source": "carried", "no_plan": False}
+    assert fallback_counts([{"rounds": [round_, carried]}]) == (int(counted), 0 if round_ == carried else 1)

@@ -83,16 +83,24 @@ def test_unusable_answer_is_no_plan_exit_3(tmp_path, policy):
     assert data["raw_text"] == "<answer>[oops</answer>"
 
 
-def test_fallback_plans_numerically_and_says_so(tmp_path, monkeypatch):
-    from graph.commands import fallback_policy
-
-    monkeypatch.setattr(fallback_policy, "get_policy", lambda ctx, role: Fixed(None))
-    code, text = _run(tmp_path, "--fallback", "local-model", "--json", str(tmp_path / "o.json"))
+def test_fallback_plans_numerically_and_says_so(tmp_path, policy):
+    # --fallback is Context.fallback: the graph plans the round with the numeric policy
+    name = policy("garbled", Fixed(None))
+    code, text = _run(tmp_path, "--reasoner", name, "--fallback", "local-model", "--json", str(tmp_path / "o.json"))
     assert code == 0
     assert "plan from: numeric fallback local-model" in text and "no <answer>" in text
     data = json.loads((tmp_path / "o.json").read_text())
     assert data["source"] == "fallback:local-model" and data["raw_text"] == "<answer>[oops</answer>"
-    assert round(sum(data["plan"]), 2) == 250000
+    assert round(sum(data["plan"]), 2) == 250000 and data["plan"] != data["current"]
+
+
+def test_fallback_marks_every_live_round_it_planned(tmp_path, policy):
+    name = policy("garbled", Fixed(None))
+    code, text = _run(tmp_path, "--live", "--rounds", "2", "--reasoner", name, "--optimizer", name,
+                      "--fallback", "gradient", "--json", str(tmp_path / "o.json"), stdin="2.4 1.5 0.85 1.2\n")
+    assert code == 0
+    assert text.count("plan from: numeric fallback gradient") == 3  # rounds 1, 2 and the final plan
+    assert json.loads((tmp_path / "o.json").read_text())["source"] == "fallback:gradient"
 
 
 def test_flagged_plan_still_exits_0_with_flags_above_the_table(tmp_path, policy):
@@ -141,3 +149,51 @@ def test_an_approved_edit_is_marked_and_reports_what_the_budget_tool_changed(tmp
     assert code == 0
     assert "plan from: your edit, made feasible by the budget tool: sum was 191,000" in text
     assert json.loads((tmp_path / "o.json").read_text())["source"] == "edited"
+
+
+RETURN_TASK = {**TASK, "history": [{"allocation": r["allocation"],
+                                    "return": [a * m * 1.3 for a, m in zip(r["allocation"], r["mroi"])]}
+                                   for r in TASK["history"]]}
+
+
+def _run_task(tmp_path, task, *argv, stdin=""):
+    p = tmp_path / "task.json"
+    p.write_text(json.dumps(task))
+    out = io.StringIO()
+    return allocate.main(["--task", str(p), *argv], stdin=io.StringIO(stdin), stdout=out), out.getvalue()
+
+
+def test_numeric_policy_plans_a_return_task_and_says_mroi_was_estimated(tmp_path):
+    from tools.returns import mroi_task
+    from tools.task import Task
+
+    code, text = _run_task(tmp_path, RETURN_TASK, "--reasoner", "local-model", "--json", str(tmp_path / "o.json"))
+    assert code == 0
+    _, note = mroi_task(Task.model_validate(RETURN_TASK))  # what the graph keeps as state["mroi_estimate"]
+    assert f"note: {note}" in text and "MROI estimated from returns (3 records per slot)" in text
+    data = json.loads((tmp_path / "o.json").read_text())
+    assert data["source"] == "local-model" and round(sum(data["plan"]), 2) == 250000
+    assert data["plan"] != data["current"]
+
+
+def test_live_return_task_asks_for_returns_and_plans_from_them(tmp_path):
+    # the graph offers {"return": [...]} on resume: a task that records returns is asked for returns;
+    # a negative return is refused by the graph and asked again
+    stdin = "-1 60000 50000 70000\n150000 95000 70000 90000\n160000 90000 72000 88000\n"
+    code, text = _run_task(tmp_path, RETURN_TASK, "--live", "--rounds", "3", "--reasoner", "local-model",
+                           "--optimizer", "gradient", "--json", str(tmp_path / "o.json"), stdin=stdin)
+    assert code == 0
+    assert "observed return after applying round 1" in text and "observed MROI after" not in text
+    assert "a return (revenue) is a number >= 0" in text
+    assert text.count("observed return: search 150,000.00") == 1
+    assert "MROI estimated from the returns:" in text
+    assert "after applying round 3" not in text
+    # the final plan's figures use the history and both observed rounds
+    assert "MROI estimated from returns (5 records per slot)" in text
+    assert round(sum(json.loads((tmp_path / "o.json").read_text())["plan"]), 2) == 250000
+
+
+def test_live_mroi_task_is_asked_for_mroi(tmp_path):
+    code, text = _run(tmp_path, "--live", "--rounds", "2", "--reasoner", "local-model", "--optimizer", "gradient",
+                      stdin="2.4 1.5 0.85 1.2\n")
+    assert code == 0 and "observed MROI after applying round 1" in text and "observed return" not in text

@@ -52,6 +52,8 @@ def test_copilot_example_runs():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "simulated episode" in r.stdout and "final plan" in r.stdout
+    assert "one plan" in r.stdout and "(source reasoner)" in r.stdout
+    assert "round 3: apply" in r.stdout and "(max_rounds)" in r.stdout
 
 
 # ---- plan() and LiveSession -------------------------------------------------------------------

@@ -16,16 +16,16 @@ Feedback:
 - ``--env SPEC.json`` (or ``--family``/``--seed``/``--index``): a simulator.
 
 A round whose model answer cannot be used (unparseable, cut at the token cap, backend
-error) produces *no new plan*: the command says so and why and exits 3, never passing
-the held allocation off as a recommendation. ``--fallback POLICY`` asks for that numeric
-policy's plan instead, marked as such everywhere (``graph.commands.fallback_policy``).
+error) produces *no new plan* (the round record's ``no_plan``, with ``error`` saying
+why): the command says so and why and exits 3, never passing the held allocation off as
+a recommendation. ``--fallback POLICY`` sets ``Context.fallback``: the graph then plans
+that round with the numeric policy (source ``fallback:POLICY``), marked as such everywhere.
 A plan the self-check flags is still a plan (exit 0, flags above the table). Bad input
 exits 2 with one line naming the flag, before any model is loaded.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import uuid
@@ -78,7 +78,6 @@ class Setup:
     rounds: int
     context: Context
     roles: list[str]
-    fallback: Any = None
 
 
 def prepare(args) -> Setup:
@@ -117,20 +116,11 @@ def prepare(args) -> Setup:
     rounds = args.rounds if args.rounds is not None else (5 if has_feedback else 1)
     if not has_feedback and rounds != 1:
         raise InputError("--rounds", rounds, "without feedback (--live or --env) only one round can be planned")
-    ctx = context_from_args(args, CONTEXT_FIELDS, max_rounds=rounds,
+    ctx = context_from_args(args, CONTEXT_FIELDS, max_rounds=rounds, fallback=args.fallback,
                             feedback="simulator" if env is not None else "live")
     roles = llm_roles(ctx, rounds)
     check_context_models(ctx, roles)
-    setup = Setup(task=task, env=env, rounds=rounds, context=ctx, roles=roles)
-    if args.fallback and roles:
-        from graph.commands.fallback_policy import FallbackPolicy
-        from graph.policy_registry import register_policy
-
-        setup.fallback = FallbackPolicy(ctx, args.fallback)
-        register_policy(setup.fallback.name, setup.fallback)
-        swap = {r: setup.fallback.name for r in ("reasoner", "optimizer") if getattr(ctx, r) == "llm"}
-        setup.context = dataclasses.replace(ctx, **swap)
-    return setup
+    return Setup(task=task, env=env, rounds=rounds, context=ctx, roles=roles)
 
 
 def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
@@ -144,11 +134,6 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
         return _run(args, setup, inp, out)
     except ValueError as e:  # the graph's input checks (setup node), before any plan
         return report(PROG, e)
-    finally:
-        if setup.fallback is not None:
-            from graph.policy_registry import unregister_policy
-
-            unregister_policy(setup.fallback.name)
 
 
 # ---- the session -------------------------------------------------------------------------------
@@ -156,22 +141,23 @@ def _money(xs, labels) -> str:
     return "  ".join(f"{lab} {format_money(x)}" for lab, x in zip(labels, xs))
 
 
-def _status(rec: dict, log: dict | None, ctx: Context) -> tuple[bool, str, str | None]:
-    """(a usable plan?, its source for the JSON, why not / why a fallback)."""
-    if log and log.get("used"):
-        return True, f"fallback:{log.get('policy')}", log.get("model_error")
-    budget = rec.get("budget") or {}
-    if rec.get("no_plan") or rec.get("source") == "fallback" or budget.get("used_fallback"):
+def _status(rec: dict, ctx: Context) -> tuple[bool, str, str | None]:
+    """(a usable plan?, its source for the JSON, why not / why a fallback), from the round
+    record's ``source``, ``no_plan`` and ``error`` (``graph.state.Round``)."""
+    src = str(rec.get("source"))
+    if rec.get("no_plan") or src == "fallback":
+        budget = rec.get("budget") or {}
         return False, "none", rec.get("error") or "; ".join(budget.get("reasons") or []) or "the answer was unusable"
+    if src.startswith("fallback:"):
+        return True, src, rec.get("error") or "the answer could not be used"
     review = rec.get("review") or {}
     if review.get("edited"):
         fixed = (review.get("budget") or {})
         return True, "edited", "; ".join(fixed.get("reasons") or []) if fixed.get("changed") else None
-    src = rec.get("source")
     if src in ("reasoner", "optimizer"):
         name = ctx.reasoner if src == "reasoner" else ctx.optimizer
-        return True, ("model" if name == "llm" or name.startswith("llm-or-") else name), None
-    return True, str(src), rec.get("error")
+        return True, ("model" if name == "llm" else name), None
+    return True, src, rec.get("error")
 
 
 def _source_line(source: str, why: str | None, role: str | None) -> str:
@@ -185,8 +171,8 @@ def _source_line(source: str, why: str | None, role: str | None) -> str:
     return f"plan from: {source}" + (f" ({why})" if why else "")
 
 
-def _print_round(r: dict, labels, out: TextIO, verbose: bool, log: dict | None, ctx: Context) -> None:
-    ok, source, why = _status(r, log, ctx)
+def _print_round(r: dict, labels, out: TextIO, verbose: bool, ctx: Context) -> None:
+    ok, source, why = _status(r, ctx)
     print(f"\n== round {r['round']} ({r.get('role') or r.get('source')}) ==", file=out)
     if r.get("window"):
         print(f"  saw: {', '.join(r['window'])}", file=out)
@@ -255,15 +241,6 @@ def _run(args, setup: Setup, inp: TextIO, out: TextIO) -> int:
     state_in: dict[str, Any] = {"task": task.model_dump(exclude_none=True, by_alias=True)}
     if setup.env is not None:
         state_in["env"] = setup.env
-    log = setup.fallback.log if setup.fallback is not None else []
-
-    def log_of(r: dict) -> dict | None:
-        """The fallback log entry of round ``r`` (reasoner: round 1; optimizer: rounds 2..)."""
-        role = r.get("role")
-        mine = [e for e in log if e["role"] == role]
-        k = 0 if role == "reasoner" else r.get("round", 0) - 2
-        entry = mine[k] if 0 <= k < len(mine) else None
-        return {**entry, "policy": setup.fallback.fallback} if entry else None
 
     result = g.invoke(state_in, cfg, context=ctx)
     shown: set[int] = set()
@@ -274,18 +251,21 @@ def _run(args, setup: Setup, inp: TextIO, out: TextIO) -> int:
             if r["round"] in observed or r["source"] == "carried":
                 continue
             if r["round"] not in shown and (rounds > 1 or args.verbose):
-                _print_round(r, labels, out, args.verbose, log_of(r), ctx)
+                _print_round(r, labels, out, args.verbose, ctx)
                 shown.add(r["round"])
             print(f"  applied: {_money(r['allocation'], labels)}", file=out)
             m = r.get("metrics")
             extra = f"   (regret {100 * m['regret']:.2f}%)" if m else ""
-            if r.get("mroi") is not None:
+            if r.get("observed_return") is not None:
+                print(f"  observed return: {_money(r['observed_return'], labels)}", file=out)
+                print(f"  MROI estimated from the returns: {'  '.join(f'{x:.4g}' for x in r['mroi'])}", file=out)
+            elif r.get("mroi") is not None:
                 print(f"  observed MROI: {'  '.join(f'{x:.4g}' for x in r['mroi'])}{extra}", file=out)
             observed.add(r["round"])
         pending = values.get("pending")
         if pending and pending.get("budget") is not None and pending["round"] not in shown \
                 and (rounds > 1 or args.verbose):
-            _print_round(pending, labels, out, args.verbose, log_of(pending), ctx)
+            _print_round(pending, labels, out, args.verbose, ctx)
             shown.add(pending["round"])
         intr = result.get("__interrupt__") if isinstance(result, dict) else None
         if not intr:
@@ -302,6 +282,8 @@ def _run(args, setup: Setup, inp: TextIO, out: TextIO) -> int:
             if rounds == 1 and not args.live:
                 break
             print(f"  apply: {_money(req['apply'], labels)}", file=out)
+            if req.get("error"):
+                print(f"  error: {req['error']}", file=out)
             if req["round"] >= rounds:
                 break  # the last plan: no observation would be used
             kind = _observation_kind(task, req)
@@ -317,7 +299,7 @@ def _run(args, setup: Setup, inp: TextIO, out: TextIO) -> int:
     values = g.get_state(cfg).values
     decided = [r for r in values.get("rounds") or [] if r["source"] != "carried"]
     final = values.get("pending") if values.get("pending") else (decided[-1] if decided else None)
-    return _conclude(args, setup, values, final, log_of(final) if final else None, out)
+    return _conclude(args, setup, values, final, out)
 
 
 def _evidence_task(task, rounds: list[dict]):
@@ -328,28 +310,28 @@ def _evidence_task(task, rounds: list[dict]):
     seen = [r for r in rounds if r.get("source") != "carried"]
     if not seen:
         return task
-    if task.observes == "return" and all(r.get("return") is not None for r in seen):
-        extra = [Record.model_validate({"allocation": r["allocation"], "return": r["return"]}) for r in seen]
+    if task.observes == "return" and all(r.get("observed_return") is not None for r in seen):
+        extra = [Record.model_validate({"allocation": r["allocation"], "return": r["observed_return"]})
+                 for r in seen]
         return task.model_copy(update={"history": [*task.history, *extra]})
     base, _ = mroi_task(task)
     extra = [Record(allocation=r["allocation"], mroi=r["mroi"]) for r in seen if r.get("mroi") is not None]
     return base.model_copy(update={"history": [*base.history, *extra]})
 
 
-def _conclude(args, setup: Setup, values: dict, final: dict | None, log: dict | None, out: TextIO) -> int:
+def _conclude(args, setup: Setup, values: dict, final: dict | None, out: TextIO) -> int:
     from graph.commands.plan_output import format_plan, plan_json, provenance
     from tools.plan_report import plan_report
 
     task, ctx = setup.task, setup.context
     current = list(task.history[-1].allocation)
-    prov = provenance(setup.context if setup.fallback is None else setup.fallback.context,
-                      setup.roles, ctx.seed if setup.env is not None else args.seed)
-    ok, source, why = _status(final, log, ctx) if final else (False, "none", "no round was planned")
+    prov = provenance(ctx, setup.roles, ctx.seed if setup.env is not None else args.seed)
+    ok, source, why = _status(final, ctx) if final else (False, "none", "no round was planned")
     raw_text = (final or {}).get("text") or ""
     if not ok:
         print(f"\nno new plan was produced: {why}", file=out)
-        print("the current allocation stays in place; rerun with --fallback local-model to get a numeric "
-              "plan instead (marked as such)", file=out)
+        print("the current allocation stays in place" + ("" if args.fallback else
+              "; rerun with --fallback local-model to get a numeric plan instead (marked as such)"), file=out)
         if args.json:
             payload = plan_json(None, current=current, flags=list((final or {}).get("flags") or []),
                                 reason=f"no new plan was produced: {why}", raw_text=raw_text,
