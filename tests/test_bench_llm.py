@@ -105,7 +105,7 @@ def test_missing_adapter_is_a_clear_error(tmp_path):
 
 
 def test_fallback_rate_counts_every_plan_not_from_the_model(tmp_path):
-    """Issue item: ``fallback_rate`` next to ``parse_error_rate``: parse errors and plans
+    """``fallback_rate`` next to ``parse_error_rate``: parse errors and plans
     replaced by another policy (any source but the role's own) both count."""
     ep = _episode(1, [None, "missing_tags: x", None])
     ep["rounds"][2]["source"] = "self-check:local-model"  # replaced by the self-check: no parse error
