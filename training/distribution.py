@@ -67,8 +67,6 @@ def draw_bounds(rng: np.random.Generator, T: int, budget: float) -> tuple[tuple 
     u = budget / T
     lo = np.where(rng.uniform(size=T) < 0.4, rng.uniform(0.1, 0.6, size=T) * u, 0.0)
     hi = np.where(rng.uniform(size=T) < 0.4, rng.uniform(1.2, 2.5, size=T) * u, np.inf)
-    if np.isfinite(hi).all() and hi.sum() < budget:  # cannot happen with caps >= 1.2u; kept as a guard
-        hi[:] = np.inf
     lower = tuple(float(x) for x in lo) if (lo > 0).any() else None
     upper = tuple(float(x) for x in hi) if np.isfinite(hi).any() else None
     return lower, upper
@@ -138,6 +136,7 @@ def generalist_batch(source, n: int, step: int):
     rng = np.random.default_rng(np.random.SeedSequence([source.seed, cfg.env_seed], spawn_key=(int(step),)))
     recipes = draw_recipes(cfg, n, rng)
     envs = [r.build() for r in recipes]
+    tasks = [e.task(0) for e in envs]
     T, H = recipes[0].periods, recipes[0].history
     w = H if role == "reasoner" else cfg.window
     WA, WM = np.zeros((n, w, T)), np.zeros((n, w, T))
@@ -148,15 +147,15 @@ def generalist_batch(source, n: int, step: int):
             continue
         first = None
         if source.reasoner is not None:
-            d = source.reasoner.propose([DecisionRequest("reasoner", env.task(0), env.task(0).history)])[0]
+            d = source.reasoner.propose([DecisionRequest("reasoner", tasks[i], tasks[i].history)])[0]
             if d.allocation is not None:
                 first = np.asarray(d.allocation, float)[None]
         A, M = chain_pool(env, cfg.max_rounds - 1, source.chain, cfg.window, cfg.teacher_noise, rng, first=first)
         k = int(rng.integers(2, cfg.max_rounds + 1))  # decision round
         end = H + k - 1  # records available before deciding round k
         WA[i], WM[i], rnd[i] = A[0, end - w:end], M[0, end - w:end], k
-    reqs = [DecisionRequest(role, env.task(0), _records(WA[i], WM[i]))  # type: ignore[arg-type]
-            for i, env in enumerate(envs)]
+    reqs = [DecisionRequest(role, tasks[i], _records(WA[i], WM[i]))  # type: ignore[arg-type]
+            for i in range(n)]
     return Prompts(role, reqs, envs, np.arange(n), np.zeros(n, int), WA, WM,
                    np.array([e.budget[0] for e in envs]), np.stack([e.lower[0] for e in envs]),
                    np.stack([e.upper[0] for e in envs]), rnd, [r.family for r in recipes])

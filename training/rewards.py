@@ -328,8 +328,8 @@ def score(texts: Sequence[str], requests: Sequence, mroi_fn, encoding: str | Non
         v_cur = np.asarray(value_fn(current), float)
         v_new = np.where(p.ok, np.asarray(value_fn(np.where(p.ok[:, None], feasible, current)), float), v_cur)
         v_star = np.asarray(best_value, float)
-        terms["regret"] = regret_term(v_new, v_cur, v_star, p.ok, cfg.regret_weight, cfg.regret_eps)
-        total = total + terms["regret"]
         terms["value_gain"] = regret_term(v_new, v_cur, v_star, p.ok, 1.0, cfg.regret_eps)
+        terms["regret"] = cfg.regret_weight * terms["value_gain"] + 0.0
+        total = total + terms["regret"]
         terms["answer_regret"] = (v_star - v_new) / np.where(np.abs(v_star) > 0, np.abs(v_star), 1.0)
     return total, terms, p

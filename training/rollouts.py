@@ -72,39 +72,31 @@ class Prompts:
     def __len__(self) -> int:
         return len(self.requests)
 
-    def mroi(self, alloc: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """Noiseless MROI ``(N,T)`` of allocations (task units) for every row (or ``rows``)."""
-        alloc = np.asarray(alloc, float)
-        out = np.zeros_like(alloc)
-        sel = np.ones(len(self), bool) if rows is None else np.asarray(rows, bool)
+    def _per_env(self, fn, out: np.ndarray, sel: np.ndarray | None = None) -> np.ndarray:
+        """Fill ``out[rows]`` with ``fn(sub_env, rows_mask)`` for each environment batch the
+        rows come from (``sel`` restricts the rows)."""
+        sel = np.ones(len(self), bool) if sel is None else np.asarray(sel, bool)
         for k, env in enumerate(self.envs):
             m = sel & (self.env_index == k)
             if m.any():
-                sub = env.subset(self.env_row[m])
-                out[m] = sub.mroi(alloc[m])
+                out[m] = fn(env.subset(self.env_row[m]), m)
         return out
+
+    def mroi(self, alloc: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Noiseless MROI ``(N,T)`` of allocations (task units) for every row (or ``rows``)."""
+        alloc = np.asarray(alloc, float)
+        return self._per_env(lambda sub, m: sub.mroi(alloc[m]), np.zeros_like(alloc), rows)
 
     def value(self, alloc: np.ndarray) -> np.ndarray:
         """Hidden value ``V`` ``(N,)`` of allocations (task units), per row's environment."""
         alloc = np.asarray(alloc, float)
-        out = np.zeros(len(self))
-        for k, env in enumerate(self.envs):
-            m = self.env_index == k
-            if m.any():
-                out[m] = env.subset(self.env_row[m]).value(alloc[m])
-        return out
+        return self._per_env(lambda sub, m: sub.value(alloc[m]), np.zeros(len(self)))
 
     def best_value(self) -> np.ndarray:
         """``V`` at the water-filling optimum ``(N,)`` (known to the simulator only)."""
         from tools.oracle import oracle_allocation
 
-        out = np.zeros(len(self))
-        for k, env in enumerate(self.envs):
-            m = self.env_index == k
-            if m.any():
-                sub = env.subset(self.env_row[m])
-                out[m] = sub.value(oracle_allocation(sub))
-        return out
+        return self._per_env(lambda sub, m: sub.value(oracle_allocation(sub)), np.zeros(len(self)))
 
     def teacher(self, name: str = "local-model") -> np.ndarray:
         """The numeric teacher's feasible allocation per row (it sees only the window)."""
