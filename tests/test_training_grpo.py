@@ -238,3 +238,36 @@ def test_adapter_loads_in_local_backend(tmp_path, fake_reward):
                           max_new_tokens=3, coalesce=False)
     out = chat.generate_texts([[{"role": "user", "content": "hi"}]], adapter="optimizer")
     assert len(out) == 1 and isinstance(out[0], str)
+
+
+def test_row_seeded_sampling_does_not_depend_on_batch_composition(tmp_path):
+    """Each row's completion depends on its own seed only: the rows sampled in one batch
+    equal the same rows sampled in two halves (what data-parallel ranks do)."""
+    from policies.prompts import encode
+
+    cfg = _cfg(tmp_path, max_new_tokens=8)
+    model, tok, _, _ = grpo.setup(cfg)
+    src = grpo.PromptSource(cfg.rollout, cfg.role, seed=0)
+    prompts = src.batch(2, 1).repeat(2)
+    p_ids = common.prompt_ids(tok, [encode(r, cfg.resolved_encoding) for r in prompts.requests])
+    seeds = grpo.row_seeds(0, 1, range(4))
+    whole = grpo.sample(model, tok, p_ids, cfg, seeds)[4]
+    halves = grpo.sample(model, tok, p_ids[:2], cfg, seeds[:2])[4] + grpo.sample(model, tok, p_ids[2:], cfg, seeds[2:])[4]
+    assert whole == halves
+    assert len(set(whole)) > 1  # the same prompt with two seeds gives two completions
+    other = grpo.sample(model, tok, p_ids, cfg, grpo.row_seeds(0, 2, range(4)))[4]
+    assert other != whole
+
+
+def test_row_seeded_sampler_draws_from_softmax():
+    """Gumbel-max with temperature: empirical frequencies match softmax(logits / T)."""
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    s = grpo.RowSeededSampler([7], temperature=0.7, top_p=1.0)
+    n = 20000
+    counts = torch.zeros(4)
+    for _ in range(n):
+        counts[int(s(None, logits.clone()).argmax())] += 1
+    want = torch.softmax(logits[0] / 0.7, -1)
+    assert torch.allclose(counts / n, want, atol=0.015)
+    top = grpo.RowSeededSampler([7], temperature=1.0, top_p=0.5)  # nucleus keeps only the top token
+    assert all(int(top(None, logits.clone()).argmax()) == 0 for _ in range(200))

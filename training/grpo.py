@@ -133,10 +133,44 @@ def completion_mask(ids: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor
     return mask.float()
 
 
+class RowSeededSampler:
+    """Sampling as a logits processor: each row draws from its own seeded generator.
+
+    Gumbel-max: ``argmax(logits / temperature + Gumbel noise)`` is an exact draw from
+    ``softmax(logits / temperature)`` (after nucleus filtering at ``top_p``), so running
+    ``generate`` greedily with this processor last samples exactly as ``do_sample`` would,
+    but row ``i``'s tokens depend only on ``seeds[i]``, not on which other rows share the
+    batch. That is what lets a data-parallel run split a step's prompts over ranks and
+    still sample the very completions a single process samples.
+    """
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float):
+        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            from transformers import TopPLogitsWarper
+
+            scores = TopPLogitsWarper(self.top_p)(input_ids, scores)
+        V = scores.shape[-1]
+        u = torch.stack([torch.rand(V, generator=g) for g in self.gens]).clamp_(1e-20, 1.0)
+        return scores - torch.log(-torch.log(u))
+
+
+def row_seeds(seed: int, step: int, rows: range | list[int]) -> list[int]:
+    """Sampling seed of each global row index of a step (rows = prompt x completion)."""
+    base = step_seed(seed, step)
+    return [(base * 1_000_033 + 104_729 * (int(i) + 1)) % (2**63 - 1) for i in rows]
+
+
 @torch.no_grad()
-def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seed: int,
+def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seeds: list[int],
            answer_formats: list[tuple[int, bool]] | None = None, max_new_tokens: int | None = None):
-    """Sample one completion per prompt with the policy adapter; returns
+    """Sample one completion per prompt with the policy adapter (row ``i`` seeded by
+    ``seeds[i]``, :class:`RowSeededSampler`); returns
     ``(prompt_ids (B,P), prompt_mask, completion_ids (B,K), completion_mask (B,K), texts)``.
 
     At most ``max_new_tokens`` new tokens (default ``cfg.max_new_tokens``; one of the two
@@ -145,24 +179,26 @@ def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seed: int,
     With ``answer_formats`` (``(T, signed)`` per prompt) sampling is constrained to the
     answer format exactly as the local backend decodes at inference (the log-probs used
     by the loss are still the policy's own, unconstrained ones)."""
-    ids, mask = common.left_pad(prompt_ids, tok.pad_token_id)
-    extra = {}
-    if answer_formats is not None:
-        from transformers import LogitsProcessorList
+    from transformers import LogitsProcessorList
 
+    if len(seeds) != len(prompt_ids):
+        raise ValueError(f"sample: {len(seeds)} seeds for {len(prompt_ids)} prompts")
+    ids, mask = common.left_pad(prompt_ids, tok.pad_token_id)
+    procs = []
+    if answer_formats is not None:
         from policies.constrained import AnswerFormatProcessor, answer_pattern
 
-        proc = AnswerFormatProcessor(tok, [answer_pattern(T, s) for T, s in answer_formats], ids.shape[1])
-        extra["logits_processor"] = LogitsProcessorList([proc])
+        procs.append(AnswerFormatProcessor(tok, [answer_pattern(T, s) for T, s in answer_formats], ids.shape[1]))
+    procs.append(RowSeededSampler(seeds, cfg.temperature, cfg.top_p))  # last: it draws the token
     fill = filler_id(tok)
     common.use_adapter(model, POLICY)
     model.eval()
-    torch.manual_seed(seed)
     with common.autocast(cfg.bf16):
-        gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=cfg.temperature,
-                             top_p=cfg.top_p, top_k=0, max_new_tokens=max_new_tokens or cfg.max_new_tokens,
+        gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, top_k=None, top_p=None,
+                             temperature=None, max_new_tokens=max_new_tokens or cfg.max_new_tokens,
                              pad_token_id=fill, eos_token_id=tok.eos_token_id,
-                             stop_strings=["</answer>"], tokenizer=tok, use_cache=True, **extra)
+                             stop_strings=["</answer>"], tokenizer=tok, use_cache=True,
+                             logits_processor=LogitsProcessorList(procs))
     comp = gen[:, ids.shape[1]:]
     cmask = completion_mask(comp, tok.eos_token_id, fill)
     texts = [tok.decode(c[m.bool()], skip_special_tokens=True) for c, m in zip(comp, cmask)]
@@ -197,7 +233,8 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
     # --- rollout -----------------------------------------------------------------------
     formats = ([(r.task.periods, enc in DELTA_ENCODINGS) for r in prompts.requests] if cfg.constrained else None)
     cap = cfg.completion_cap([r.task.periods for r in prompts.requests])
-    ids, mask, comp, cmask, texts = sample(model, tok, p_ids, cfg, step_seed(cfg.seed, step), formats, cap)
+    seeds = row_seeds(cfg.seed, step, range(P * G))
+    ids, mask, comp, cmask, texts = sample(model, tok, p_ids, cfg, seeds, formats, cap)
     t_gen = time.time() - t0
     total, terms, parsed = score(texts, prompts.requests, prompts.mroi, enc, cfg.reward,
                                  value_fn=prompts.value, best_value=prompts.best_value())
