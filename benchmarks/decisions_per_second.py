@@ -19,6 +19,12 @@ adapter gives ~0; the shipped adapter should give ~100%).
     python benchmarks/decisions_per_second.py                 # 64 prompts, all three
     python benchmarks/decisions_per_second.py --batch1-limit 16   # batch-1 rate on 16 prompts
     python benchmarks/decisions_per_second.py --n 32 --backends threads --threads 8
+    python benchmarks/decisions_per_second.py --backends local,threads --periods 16 \
+        --adapter policies/adapters/optimizer --encoding delta-slope
+
+``--periods``/``--family``/``--encoding`` choose the prompts (default: the T = 6 quadratic
+prompts of the first figure); the new-token cap follows T
+(:func:`policies.prompts.answer_token_cap`) unless ``--max-new-tokens`` is given.
 
 Writes a Markdown table to stdout and ``benchmarks/results/decisions_per_second.md``.
 """
@@ -66,10 +72,10 @@ def _count_tokens(tok, texts: list[str]) -> int:
     return sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
 
 
-def _parseable(texts, requests) -> float:
+def _parseable(texts, requests, encoding: str | None = None) -> float:
     from policies.prompts import decode
 
-    ok = sum(decode(t, r).allocation is not None for t, r in zip(texts, requests))
+    ok = sum(decode(t, r, encoding).allocation is not None for t, r in zip(texts, requests))
     return ok / max(1, len(texts))
 
 
@@ -79,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=16, help="Prompts per generate call, local batched.")
     ap.add_argument("--batch1-limit", type=int, default=None,
                     help="Time local batch 1 on the first K prompts only (a rate; saves minutes).")
-    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--max-new-tokens", type=int, default=None,
+                    help="Cap on new tokens (default: answer_token_cap(T, encoding)).")
+    ap.add_argument("--periods", type=int, default=6, help="Slots T of the prompts (default 6).")
+    ap.add_argument("--family", default="quadratic", help="Environment family of the prompts.")
+    ap.add_argument("--encoding", default=None, help="Optimizer prompt encoding (default: the role's).")
     ap.add_argument("--adapter", default=None,
                     help="Optimizer adapter dir, or none (default: shipped, else random; none unless --base embedded).")
     ap.add_argument("--base", default="embedded", help="Base model: embedded, tiny-random or an HF dir.")
@@ -94,12 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from policies.models import embedded_tokenizer
-    from policies.prompts import encode, make_request
+    from policies.prompts import answer_token_cap, encode, make_request, resolve_encoding
     from tools.envs import make_envs
 
-    env = make_envs("quadratic", args.n, seed=0)
+    encoding = resolve_encoding("optimizer", args.encoding)
+    if args.max_new_tokens is None:
+        args.max_new_tokens = answer_token_cap(args.periods, encoding)
+    env = make_envs(args.family, args.n, periods=args.periods, budget=float(args.periods), seed=0)
     requests = [make_request("optimizer", env.task(i)) for i in range(args.n)]
-    prompts = [encode(r) for r in requests]
+    prompts = [encode(r, encoding) for r in requests]
     tok = embedded_tokenizer()
     prompt_tokens = sum(
         len(tok(tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True),
@@ -115,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     def add(name, batch, n, secs, texts, reqs):
         toks = _count_tokens(tok, texts)
         rows.append({"backend": name, "batch": batch, "n": n, "secs": secs, "dps": n / secs,
-                     "tps": toks / secs, "parse": _parseable(texts, reqs)})
+                     "tps": toks / secs, "parse": _parseable(texts, reqs, encoding)})
         print(f"{name:>14} batch={batch:<4} {n} prompts in {secs:7.1f} s -> {n / secs:6.3f} decisions/s "
               f"({toks / secs:6.1f} tok/s)", flush=True)
 
@@ -164,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         from policies import make_policy
 
         policy = make_policy("llm", "optimizer", backend="local", base=args.base,
-                             adapter=adapter_dir or "none", max_new_tokens=args.max_new_tokens,
+                             adapter=adapter_dir or "none", encoding=encoding, max_new_tokens=args.max_new_tokens,
                              batch_size=args.batch_size)
         policy.propose(requests[:1])  # warm-up (model load, constrained-decoding tables)
         chat = policy.chat_model
@@ -197,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Decisions per second — Optimizer, base model {args.base}",
         "",
-        f"{args.n} Optimizer prompts (quadratic, T=6, delta encoding, ~{prompt_tokens:.0f} prompt tokens), "
+        f"{args.n} Optimizer prompts ({args.family}, T={args.periods}, {encoding} encoding, "
+        f"~{prompt_tokens:.0f} prompt tokens), "
         f"greedy, max {args.max_new_tokens} new tokens, stop at `</answer>`. Adapter: {adapter_desc}.",
         "",
         "| backend | batch | prompts | wall s | decisions/s | tokens/s | x local b1 | parseable |",
