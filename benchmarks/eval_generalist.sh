@@ -12,6 +12,7 @@
 # Adapters: REASONER / OPTIMIZER (dirs) and their encodings; defaults are the shipped ones.
 # RL comparison (6 cells at noise 0.1: quadratic and media at T 6 and 16, robyn,
 # meridian-geo; 30 envs, paired per environment):  MODE=rl benchmarks/eval_generalist.sh
+# CELLS='regex' runs only the matrix cells whose name matches (e.g. CELLS='T16|robyn').
 set -euo pipefail
 N=${N:-20}
 OUT=${OUT:-runs/eval-generalist}
@@ -27,6 +28,7 @@ mkdir -p "$OUT"
 
 cell() {  # cell NAME FAMILY NOISE [--periods T] [extra bench flags...]
   local name=$1 fam=$2 noise=$3; shift 3
+  [[ -n "${CELLS:-}" && ! "$name" =~ $CELLS ]] && return 0
   echo "== $name" >&2
   dara bench --family "$fam" --noise "$noise" --envs "$N" --rounds "$ROUNDS" --seed "$SEED" \
       --policies "${POLICIES:-dara,heuristic,gradient,local-model,uniform}" "$@" "${ADAPTERS[@]}" \
