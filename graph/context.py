@@ -84,6 +84,12 @@ class Context:
         metadata={"description": "Base model: 'embedded' (SmolLM2-135M shipped in a wheel), "
                   "'tiny-random' (tests) or an HF model directory / served model name."},
     )
+    base_url: str | None = field(
+        default=None,
+        metadata={"description": "Backend openai only: the OpenAI-compatible server's URL, or several "
+                  "comma-separated (a fleet serving the same model and adapter names; requests are "
+                  "spread round-robin); empty = $DARA_OPENAI_BASE_URL, else http://127.0.0.1:8000/v1."},
+    )
     reasoner_adapter: str | None = field(
         default=None,
         metadata={"description": "LoRA adapter directory for the Reasoner; empty = the "
@@ -180,6 +186,7 @@ class Context:
         if self.backend not in BACKENDS:
             raise ValueError(f"context.backend = {self.backend!r}; choose {', '.join(BACKENDS[:-1])} "
                              f"or {BACKENDS[-1]}")
+        self._check_base_url()
         for name in ("reasoner_encoding", "optimizer_encoding"):
             v = getattr(self, name)
             if v is not None and v not in ENCODINGS:
@@ -209,6 +216,21 @@ class Context:
         if self.on_flag != "warn":
             self._check_numeric("on_flag", self.on_flag, "warn or ")
 
+    def _check_base_url(self) -> None:
+        if isinstance(self.base_url, str) and not self.base_url.strip():
+            self.base_url = None
+        if self.base_url is None:
+            return
+        if not isinstance(self.base_url, str):
+            raise ValueError(f"context.base_url must be a URL string, got {self.base_url!r}")
+        if self.backend != "openai":
+            raise ValueError(f"context.base_url = {self.base_url!r}: only backend openai talks to a model "
+                             f"server (backend is {self.backend!r})")
+        for url in self.base_url.split(","):
+            if not url.strip().startswith(("http://", "https://")):
+                raise ValueError(f"context.base_url = {self.base_url!r}: {url.strip()!r} is not an http(s):// URL "
+                                 "(several servers are comma-separated)")
+
     def _check_numeric(self, name: str, value: Any, also: str = "") -> None:
         known = _baselines() + tuple(registered_policies())
         if not isinstance(value, str) or value not in known:
@@ -226,7 +248,7 @@ class Context:
         adapter = self.reasoner_adapter if role == "reasoner" else self.optimizer_adapter
         encoding = self.reasoner_encoding if role == "reasoner" else self.optimizer_encoding
         sampling = (self.temperature, self.seed) if self.temperature > 0 else (self.temperature,)
-        return (role, name, self.backend, self.base, adapter, encoding, *sampling)
+        return (role, name, self.backend, self.base, self.base_url, adapter, encoding, *sampling)
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "Context":

@@ -100,6 +100,8 @@ def build_policy(ctx: Context, role: str, name: str) -> Policy:
     kw: dict[str, Any] = {}
     if ctx.temperature > 0:
         kw.update(temperature=ctx.temperature, seed=ctx.seed)
+    if ctx.base_url is not None:  # backend openai: the server(s); else the backend's default
+        kw["base_url"] = ctx.base_url
     policy = make_policy("llm", role, backend=ctx.backend, base=ctx.base, adapter=adapter,
                          encoding=encoding, **kw)
     # Concurrent episodes (dara run, Studio threads) share batched generation calls

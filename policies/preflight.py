@@ -11,7 +11,8 @@ line naming the flag (:class:`tools.cli_errors.InputError`).
   (``local``/``vllm``); with ``openai`` the server must serve a model named after the role;
 - base (``local``/``vllm``): ``embedded`` (its wheel installed), ``tiny-random`` or a
   model directory holding ``config.json``;
-- ``openai``: a server answers ``GET {base_url}/models`` within ``timeout`` seconds.
+- ``openai``: every server (one URL or a comma-separated fleet) answers
+  ``GET {base_url}/models`` within ``timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -65,25 +66,29 @@ def check_base(flag: str, base: str) -> None:
 
 
 def openai_base_url(base_url: str | None = None) -> str:
-    """The server the ``openai`` backend talks to (same rule as the backend itself)."""
-    from policies.backends.openai_backend import DEFAULT_BASE_URL
+    """The server(s) the ``openai`` backend talks to (same rule as the backend itself:
+    :func:`policies.backends.openai_backend.openai_base_urls`), comma-separated."""
+    from policies.backends.openai_backend import openai_base_urls
 
-    return (base_url or os.environ.get("DARA_OPENAI_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
-            or DEFAULT_BASE_URL).rstrip("/")
+    return ",".join(openai_base_urls(base_url))
 
 
 def probe_openai(base_url: str | None = None, *, flag: str = "--backend openai", timeout: float = 2.0) -> list[str]:
-    """The model names the server serves; :class:`InputError` when none answers in time."""
-    from policies.backends.openai_backend import list_models
+    """The model names every server serves (each of a comma-separated fleet is asked);
+    :class:`InputError` naming the first server that does not answer in time."""
+    from policies.backends.openai_backend import list_models, openai_base_urls
 
-    url = openai_base_url(base_url)
-    try:
-        models = list_models(url, os.environ.get("OPENAI_API_KEY") or "EMPTY", timeout=timeout)
-    except Exception as e:  # URLError, timeout, bad JSON: all mean "no usable server"
-        why = getattr(e, "reason", None) or e
-        raise InputError(flag, None, f"no server answers at {url} ({type(e).__name__}: {why}); start one "
-                                     "(vllm serve ... --enable-lora) or set DARA_OPENAI_BASE_URL") from None
-    return [str(m.get("id")) for m in models]
+    served: list[str] | None = None
+    for url in openai_base_urls(base_url):
+        try:
+            models = list_models(url, os.environ.get("OPENAI_API_KEY") or "EMPTY", timeout=timeout)
+        except Exception as e:  # URLError, timeout, bad JSON: all mean "no usable server"
+            why = getattr(e, "reason", None) or e
+            raise InputError(flag, None, f"no server answers at {url} ({type(e).__name__}: {why}); start one "
+                                         "(vllm serve ... --enable-lora) or pass --base-url / set DARA_OPENAI_BASE_URL") from None
+        names = [str(m.get("id")) for m in models]
+        served = names if served is None else [n for n in served if n in names]
+    return served or []
 
 
 def check_model_settings(backend: str, base: str, adapters: Mapping[str, tuple[str, str | None]], *,
@@ -93,9 +98,13 @@ def check_model_settings(backend: str, base: str, adapters: Mapping[str, tuple[s
     runs with the model to ``(flag, adapter value)``."""
     if backend == "openai":
         served = probe_openai(base_url, flag=base_url_flag)
+        at = openai_base_url(base_url)
+        # one server "serves no X"; a fleet must serve X on every server
+        lacks = (f"the server at {at} serves no {{}}" if "," not in at
+                 else f"the servers at {at} do not all serve the {{}}").format
         if base != "embedded" and not Path(base).expanduser().exists() and base not in served:
-            raise InputError(base_flag, base, f"the server at {openai_base_url(base_url)} serves no model "
-                                              f"of that name (it serves {', '.join(served) or 'nothing'})")
+            raise InputError(base_flag, base, f"{lacks('model')} of that name "
+                                              f"(served: {', '.join(served) or 'nothing'})")
         for role, (flag, adapter) in adapters.items():
             wants = adapter is not None and str(adapter) != "none"
             if adapter is None:
@@ -103,8 +112,8 @@ def check_model_settings(backend: str, base: str, adapters: Mapping[str, tuple[s
 
                 wants = shipped_adapter(role) is not None
             if wants and role not in served:
-                raise InputError(flag, adapter or "(shipped)", f"the server at {openai_base_url(base_url)} serves "
-                                 f"no adapter named {role!r} (it serves {', '.join(served) or 'nothing'}); "
+                raise InputError(flag, adapter or "(shipped)", f"{lacks('adapter')} "
+                                 f"named {role!r} (served: {', '.join(served) or 'nothing'}); "
                                  f"start it with --lora-modules {role}=DIR, or pass {flag} none")
         return
     check_base(base_flag, base)

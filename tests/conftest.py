@@ -5,15 +5,27 @@
 - ``require(module)``: optional components (vllm, langgraph-cli) are skipped when missing
   locally, but under ``CI=true`` a missing component fails the run instead of skipping.
 - No test may touch the network: ``HF_HUB_OFFLINE`` is forced on.
+- ``langgraph_dev(log)``: a real ``langgraph dev`` serving this checkout on loopback
+  (the Studio and ``dara run --server`` tests).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -28,6 +40,61 @@ def require(module: str):
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"optional component {module!r} is required under CI=true: {e}")
         pytest.skip(f"{module} not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def langgraph_dev(log_path: Path, *, jobs: int = 1, start_timeout: float = 120.0):
+    """A real ``langgraph dev`` on a free 127.0.0.1 port, serving this checkout's
+    ``langgraph.json``; yields its URL and stops its whole process group at the end.
+
+    The working directory is the repository root (the config's graph path is relative to
+    it, and the server keeps its state in ``.langgraph_api/`` there); no browser, no
+    reloader, no tracing, offline, this checkout first on ``PYTHONPATH`` (so an editable
+    install of another checkout is not what the server imports); ``jobs`` runs at once."""
+    require("langgraph_cli")
+    exe = shutil.which("langgraph", path=str(Path(sys.executable).parent)) or shutil.which("langgraph")
+    if exe is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("langgraph CLI executable not found")
+        pytest.skip("langgraph CLI executable not found")
+    port = free_port()
+    env = {**os.environ, "LANGSMITH_TRACING": "false", "LANGCHAIN_TRACING_V2": "false", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [exe, "dev", "--port", str(port), "--host", "127.0.0.1", "--no-browser", "--no-reload",
+         "--n-jobs-per-worker", str(jobs), "--config", str(REPO / "langgraph.json")],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + start_timeout
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/ok", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                log.flush()
+                pytest.fail("langgraph dev did not start:\n" + Path(log_path).read_text()[-3000:])
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
 
 
 @pytest.fixture(scope="session")

@@ -79,6 +79,9 @@ def test_context_errors_after_parsing_are_reported(tmp_path, capsys):
     (allocate, "--task task.json --live --rounds 5 --approve"),
     (run, "--family quadratic --episodes 50 --rounds 10 --seed 7 --out runs/q50 --resume"),
     (run, "--tasks tasks.jsonl --reasoner llm --optimizer local-model --out runs/mine"),
+    (run, "--family quadratic --episodes 50 --rounds 10 --seed 7 --out runs/q50s --server http://127.0.0.1:2024"),
+    (run, "--family quadratic --episodes 200 --rounds 10 --out runs/q200 --server http://127.0.0.1:2024"),
+    (run, "--backend openai --base-url http://gpu1:8000/v1,http://gpu2:8000/v1 --out o --server http://h:2024"),
 ])
 def test_documented_commands_parse(command, argv):
     command.build_parser().parse_args(argv.split())

@@ -18,7 +18,7 @@ import pytest
 
 from policies.backends import make_chat_model as make_any
 from policies.backends.common import group_alive
-from policies.backends.openai_backend import base_model_name, make_chat_model
+from policies.backends.openai_backend import base_model_name, make_chat_model, openai_base_urls
 from policies.backends.vllm_server import free_port, port_is_free, serve_vllm
 from tests.conftest import make_test_lora, require
 
@@ -140,6 +140,66 @@ def test_unreachable_server_is_a_clear_error():
     port = free_port()
     with pytest.raises(ConnectionError, match="cannot list models"):
         make_chat_model(base_url=f"http://127.0.0.1:{port}/v1")
+
+
+@pytest.fixture
+def fleet():
+    """Two fake servers, each recording its own requests."""
+    servers, urls = [], []
+    for name in ("A", "B"):
+        handler = type(f"_Fake{name}", (_Fake,), {"requests": []})
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append((srv, handler))
+        urls.append(f"http://127.0.0.1:{srv.server_address[1]}/v1")
+    yield urls, [h.requests for _, h in servers]
+    for srv, _ in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_base_urls_parse():
+    assert openai_base_urls("http://a:1/v1/, http://b:2/v1") == ["http://a:1/v1", "http://b:2/v1"]
+    with pytest.raises(ValueError, match="expected one or more comma-separated"):
+        openai_base_urls(" , ")
+
+
+def test_a_fleet_shares_the_requests_round_robin(fleet):
+    urls, seen = fleet
+    chat = make_chat_model(base_url=",".join(urls), adapters=["optimizer"])
+    assert chat.model_name == "base-m"  # discovered on the first server
+    texts = chat.generate_texts(MSGS[:4], adapter="optimizer", max_concurrency=1)
+    assert texts == [f"optimizer|q{i}|<answer>[1]</answer>" for i in range(4)]  # answers in request order
+    assert [len(s) for s in seen] == [2, 2]
+    assert [r["messages"][-1]["content"] for r in seen[0]] == ["q0", "q2"]  # alternating
+    assert all(r["model"] == "optimizer" and r["stop"] == ["</answer>"] for s in seen for r in s)
+    chat.with_adapter("optimizer").invoke(MSGS[0])  # copies share the spreading client
+    assert [len(s) for s in seen] == [3, 2]
+
+
+def test_a_context_with_a_fleet_spreads_episodes_over_it(fleet, tmp_path):
+    """``context.base_url`` reaches the backend: a batch's LLM calls go to both servers."""
+    from graph.commands.episode_sources import family_episodes
+    from graph.commands.episodes import run_episodes
+    from graph.context import Context
+
+    urls, seen = fleet
+    ctx = Context(reasoner="llm", optimizer="gradient", backend="openai", base_url=",".join(urls),
+                  reasoner_adapter="none", max_rounds=1)
+    result = run_episodes(ctx, family_episodes("quadratic", 4, seed=1), tmp_path / "o", concurrency=2)
+    assert result.errors == 0 and [len(s) for s in seen] == [2, 2]
+    assert all(e["rounds"][0]["text"].startswith("base-m|") for e in result.records)
+
+
+def test_preflight_asks_every_server_of_a_fleet(fleet):
+    from policies.preflight import check_model_settings
+    from tools.cli_errors import InputError
+
+    urls, _ = fleet
+    check_model_settings("openai", "embedded", {"optimizer": ("--optimizer-adapter", "x")}, base_url=",".join(urls))
+    down = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(InputError, match=f"no server answers at {down}"):
+        check_model_settings("openai", "embedded", {}, base_url=f"{urls[0]},{down}")
 
 
 def test_free_port_helpers():

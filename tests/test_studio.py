@@ -9,19 +9,11 @@ the known keys, and shuts the server down cleanly.
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
+from tests.conftest import langgraph_dev, require
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,45 +46,11 @@ def test_graph_publishes_input_and_output_schemas():
     assert graph.get_context_jsonschema()["additionalProperties"] is False
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_langgraph_dev_serves_an_episode(tmp_path):
-    require("langgraph_cli")
     sdk = require("langgraph_sdk")
-    exe = shutil.which("langgraph", path=str(Path(sys.executable).parent)) or shutil.which("langgraph")
-    if exe is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("langgraph CLI executable not found")
-        pytest.skip("langgraph CLI executable not found")
-    port = _free_port()
-    log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen(
-        [exe, "dev", "--port", str(port), "--host", "127.0.0.1", "--no-browser", "--no-reload",
-         "--config", str(REPO / "langgraph.json")],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "LANGSMITH_TRACING": "false", "LANGCHAIN_TRACING_V2": "false"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/ok", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                log.flush()
-                pytest.fail("langgraph dev did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
-
+    with langgraph_dev(tmp_path / "server.log") as url:
         client = sdk.get_sync_client(url=url)
         (assistant,) = client.assistants.search(graph_id="dara")
         schemas = client.assistants.get_schemas(assistant["assistant_id"])
@@ -128,13 +86,4 @@ def test_langgraph_dev_serves_an_episode(tmp_path):
         client.runs.join(bad["thread_id"], run["run_id"])
         run = client.runs.get(bad["thread_id"], run["run_id"])
         assert run["status"] == "error", run
-        log.flush()
         assert "unknown context field(s) max_round; known:" in (tmp_path / "server.log").read_text()
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()

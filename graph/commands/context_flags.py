@@ -16,7 +16,7 @@ from typing import Any, Iterable
 from graph.context import Context
 from tools.config_flags import add_flags
 
-MODEL_FIELDS = ("backend", "base", "reasoner_adapter", "optimizer_adapter", "reasoner_encoding",
+MODEL_FIELDS = ("backend", "base", "base_url", "reasoner_adapter", "optimizer_adapter", "reasoner_encoding",
                 "optimizer_encoding", "temperature")
 """The fields that choose and configure the chat model of 'llm' policies."""
 POLICY_FIELDS = ("reasoner", "optimizer")

@@ -93,6 +93,8 @@ def episode_record(eid: str, values: dict, ctx: Context, seconds: float) -> dict
 
 
 def error_record(eid: str, error: BaseException) -> dict:
-    """The line of an episode that failed outright (recorded, never fatal for the batch)."""
-    return {"id": eid, "status": "error", "error": f"{type(error).__name__}: {error}", "rounds": [],
+    """The line of an episode that failed outright (recorded, never fatal for the batch).
+    An error raised elsewhere (a server run) names its own type in ``remote_type``."""
+    kind = getattr(error, "remote_type", None) or type(error).__name__
+    return {"id": eid, "status": "error", "error": f"{kind}: {error}", "rounds": [],
             **{m: [] for m in METRICS}}

@@ -1,24 +1,34 @@
 """Run many episodes through the DARA graph, concurrently and durably: :func:`run_episodes`.
 
-Every episode is one graph thread (``thread_id`` = episode id), exactly as Studio sees it;
-episodes run in a thread pool and the chat-model backend coalesces their concurrent
-generation requests into batched calls, so throughput comes from batching, not from a
-bypass of the graph. ``dara run``, the LLM rows of ``dara bench`` and ``dara demo`` all
-come through here with a typed :class:`graph.context.Context`.
+Every episode is one graph thread, exactly as Studio sees it. ``dara run``, the LLM rows
+of ``dara bench`` and ``dara demo`` all come through here with a typed
+:class:`graph.context.Context`. The batch's bookkeeping is the same whoever runs the
+episodes; only "run one episode" differs, behind a small executor interface
+(``files``, ``open``, ``run``, ``forget``, ``close``):
+
+- :class:`LocalEpisodes` (default): graph threads in this process (``thread_id`` =
+  episode id) on a SQLite checkpointer; episodes run in a thread pool and the chat-model
+  backend coalesces their concurrent generation requests into batched calls, so
+  throughput comes from batching, not from a bypass of the graph;
+- :class:`graph.commands.server_episodes.ServerEpisodes` (``server=URL``): runs of the
+  ``dara`` graph on a LangGraph server, at most ``concurrency`` in flight.
 
 Files in ``out``:
 
 - ``episodes.jsonl`` (``graph.commands.episode_log``): one line per finished episode;
-- ``checkpoints.sqlite`` (``CHECKPOINTS``): LangGraph ``SqliteSaver``, so a killed batch restarted with
-  ``resume=True`` skips finished episodes (by id) and continues in-flight ones from
-  their last checkpoint: nothing is lost or duplicated;
+- ``checkpoints.sqlite`` (``CHECKPOINTS``, local only): LangGraph ``SqliteSaver``, so a
+  killed batch restarted with ``resume=True`` skips finished episodes (by id) and
+  continues in-flight ones from their last checkpoint: nothing is lost or duplicated
+  (on a server, the server's threads play that part);
 - ``run.json``: the context and the episodes (count and digest); a resume with
   different ones is refused, naming what differs.
 
 A malformed model answer is recorded in its round (source ``fallback``); an episode that
-fails outright is recorded with ``"status": "error"``; neither stops the batch. A batch
-that fails before its first episode (bad settings, an unusable ``out``) removes what it
-created; once episodes run, the files stay so ``resume=True`` can continue.
+fails outright is recorded with ``"status": "error"``; neither stops the batch. Losing the
+executor itself (the server went away: :class:`ExecutorLost`) stops the batch with its
+files kept. A batch that fails before its first episode (bad settings, an unusable
+``out``) removes what it created; once episodes run, the files stay so ``resume=True`` can
+continue.
 """
 
 from __future__ import annotations
@@ -62,6 +72,11 @@ class _NewFiles:
                 break
 
 
+class ExecutorLost(RuntimeError):
+    """The executor can run no more episodes (e.g. its server went away): the batch stops,
+    unlike an episode's own failure, which is recorded and the batch goes on."""
+
+
 @dataclass
 class BatchResult:
     """What :func:`run_episodes` did: every record in ``out`` and how many ran now."""
@@ -92,6 +107,36 @@ def run_episode_thread(graph, eid: str, inp: dict, ctx: Context) -> dict:
     return graph.get_state(config).values
 
 
+class LocalEpisodes:
+    """Episodes as graph threads in this process, checkpointed in ``out/checkpoints.sqlite``."""
+
+    files = (CHECKPOINTS,)
+
+    def __init__(self, context: Context):
+        self.context = context
+        self.conn = self.saver = self.graph = None
+
+    def open(self, out: Path) -> None:
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        from graph.graph import build_graph
+
+        self.conn = sqlite3.connect(str(out / CHECKPOINTS), check_same_thread=False)
+        self.saver = SqliteSaver(self.conn)
+        self.saver.setup()
+        self.graph = build_graph(checkpointer=self.saver)
+
+    def run(self, eid: str, inp: dict[str, Any]) -> dict:
+        return run_episode_thread(self.graph, eid, inp, self.context)
+
+    def forget(self, eid: str) -> None:
+        self.saver.delete_thread(eid)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
 def batch_settings(context: Context, episodes: Sequence[Episode], source: dict | None = None) -> dict:
     """The ``run.json`` of a batch: what must not change when it is resumed."""
     digest = hashlib.sha256(json.dumps(list(episodes), sort_keys=True).encode()).hexdigest()
@@ -116,18 +161,17 @@ def check_resumable(old: dict, new: dict) -> None:
 
 def run_episodes(context: Context, episodes: Sequence[Episode], out: str | Path, concurrency: int = 8,
                  resume: bool = False, *, source: dict | None = None, keep_checkpoints: bool = False,
-                 progress: bool = False, label: str = "episodes") -> BatchResult:
+                 progress: bool = False, label: str = "episodes", server: str | None = None) -> BatchResult:
     """Run ``episodes`` (``(id, graph input)`` pairs) under ``context``, writing to ``out``.
 
     ``resume`` continues a batch killed in ``out`` (else ``out`` must hold none);
     ``source`` describes where the episodes came from (kept in ``run.json`` to explain a
-    refused resume); ``keep_checkpoints`` keeps finished episodes' threads; ``progress``
-    shows a progress line on stderr (``label``, episodes done/total, elapsed, remaining).
+    refused resume); ``keep_checkpoints`` keeps finished episodes' threads (local
+    checkpoints or server threads); ``progress`` shows a progress line on stderr
+    (``label``, episodes done/total, elapsed, remaining); ``server`` runs the episodes on
+    the LangGraph server at that URL instead of in this process.
     """
-    from langgraph.checkpoint.sqlite import SqliteSaver
     from tqdm import tqdm
-
-    from graph.graph import build_graph
 
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"--concurrency must be >= 1, got {concurrency}")
@@ -143,19 +187,24 @@ def run_episodes(context: Context, episodes: Sequence[Episode], out: str | Path,
         check_resumable(json.loads((out / SETTINGS).read_text()), settings)
     elif not resume and ep_path.exists() and ep_path.stat().st_size > 0:
         raise ValueError(f"{ep_path} already exists; pass --resume to continue that run or choose a new --out")
-    made = _NewFiles(out, (SETTINGS, EPISODES, CHECKPOINTS))
+    if server:
+        from graph.commands.server_episodes import ServerEpisodes
+
+        executor = ServerEpisodes(server, context, settings)
+        settings["server"] = server  # a record only: the resume check ignores it
+    else:
+        executor = LocalEpisodes(context)
+    made = _NewFiles(out, (SETTINGS, EPISODES, *executor.files))
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / SETTINGS).write_text(json.dumps(settings, indent=2))
         finished = repair_and_read(ep_path)
         done_ids = {r["id"] for r in finished}
         todo = [(eid, inp) for eid, inp in episodes if eid not in done_ids]
-        conn = sqlite3.connect(str(out / CHECKPOINTS), check_same_thread=False)
-        saver = SqliteSaver(conn)
-        saver.setup()
-        graph = build_graph(checkpointer=saver)
+        executor.open(out)
         writer = EpisodeWriter(ep_path)
     except BaseException:
+        executor.close()
         made.remove()  # failed before its first episode: leave nothing behind
         raise
     bar = tqdm(total=len(episodes), initial=len(episodes) - len(todo), desc=label,
@@ -166,29 +215,32 @@ def run_episodes(context: Context, episodes: Sequence[Episode], out: str | Path,
     def one(eid: str, inp: dict[str, Any]) -> dict:
         t0 = time.perf_counter()
         try:
-            values = run_episode_thread(graph, eid, inp, context)
+            values = executor.run(eid, inp)
             rec = episode_record(eid, values, context, time.perf_counter() - t0)
+        except ExecutorLost:
+            raise  # the batch stops; this episode is not recorded, so --resume runs it
         except Exception as e:  # recorded, never fatal for the batch
             rec = error_record(eid, e)
         writer.write(rec)
         if not keep_checkpoints:
             try:
-                saver.delete_thread(eid)
+                executor.forget(eid)
             except Exception:
                 pass
         return rec
 
     t0 = time.perf_counter()
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="episode")
     try:
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="episode") as pool:
-            for fut in as_completed([pool.submit(one, eid, inp) for eid, inp in todo]):
-                rec = fut.result()
-                with lock:
-                    result.records.append(rec)
-                bar.update(1)
+        for fut in as_completed([pool.submit(one, eid, inp) for eid, inp in todo]):
+            rec = fut.result()
+            with lock:
+                result.records.append(rec)
+            bar.update(1)
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # after a failure: start no more episodes
         bar.close()
         writer.close()
         result.seconds = time.perf_counter() - t0
-        conn.close()
+        executor.close()
     return result

@@ -36,4 +36,6 @@ def check_context_models(ctx: Context, roles: Iterable[str] | None = None, *,
         if role not in roles and ctx.backend != "openai":
             check_adapter(flag, getattr(ctx, f"{role}_adapter"))
     if roles:
-        check_model_settings(ctx.backend, ctx.base, {r: (ADAPTER_FLAGS[r], chosen[r]) for r in roles})
+        check_model_settings(ctx.backend, ctx.base, {r: (ADAPTER_FLAGS[r], chosen[r]) for r in roles},
+                             base_url=ctx.base_url,
+                             base_url_flag="--base-url" if ctx.base_url else "--backend openai")

@@ -1,10 +1,13 @@
 """``dara run``: scripted batch episodes through the DARA graph.
 
 Every episode is one graph thread, run concurrently and durably by
-:func:`graph.commands.episodes.run_episodes`. Episodes are environments ``0..N-1`` of a
-family (``--family``) or the lines of a JSONL file (``--tasks``).
+:func:`graph.commands.episodes.run_episodes`: in this process (default), or with
+``--server URL`` as runs of the ``dara`` graph on a LangGraph server (``langgraph dev`` /
+``langgraph up``; :mod:`graph.commands.server_episodes`), which queues and persists them.
+Episodes are environments ``0..N-1`` of a family (``--family``) or the lines of a JSONL
+file (``--tasks``).
 
-Outputs in ``--out DIR``:
+Outputs in ``--out DIR`` (the same files with or without ``--server``):
 
 - ``episodes.jsonl`` — one whole line per finished episode, appended and fsynced
   atomically under a lock: ``{"id", "rounds": [{"round", "proposal", "allocation",
@@ -13,19 +16,22 @@ Outputs in ``--out DIR``:
 - ``summary.csv`` — per round: mean/median regret, MROI variance, dispersion,
   fallback and carried rates;
 - ``rounds.png`` — regret per round (mean and inter-quartile band);
-- ``checkpoints.sqlite`` — LangGraph ``SqliteSaver``: a killed batch restarted with
-  ``--resume`` skips finished episodes (by id) and resumes in-flight ones from their
-  last checkpoint, so nothing is lost or duplicated; a torn last line is repaired;
+- ``checkpoints.sqlite`` (local runs) — LangGraph ``SqliteSaver``: a killed batch
+  restarted with ``--resume`` skips finished episodes (by id) and resumes in-flight ones
+  from their last checkpoint, so nothing is lost or duplicated; a torn last line is
+  repaired. With ``--server`` the server's threads (ids derived from the batch and the
+  episode id) play that part: finished ones are read back, running ones joined;
 - ``run.json`` — the run's context and episodes (``--resume`` refuses different ones).
 
 A malformed model answer is recorded (source ``fallback``, ``error``), never fatal; an
 episode that fails outright is recorded with ``"status": "error"``. The share of decisions
 whose plan did not come from the policy (the fallback rate) is printed when above zero.
 
-Bad input (flags, ``--tasks`` lines, adapters, base model, server, an ``--out`` that is a
-file) exits 2 with one line before any episode runs, and leaves nothing behind. Exit 1:
-some episodes failed outright (their lines say why); a killed run keeps its files for
-``--resume``.
+Bad input (flags, ``--tasks`` lines, adapters, base model, model servers, a ``--server``
+that does not answer or serves no ``dara`` graph, an ``--out`` that is a file) exits 2
+with one line before any episode runs, and leaves nothing behind. Exit 1: some episodes
+failed outright (their lines say why), or the ``--server`` went away mid-batch; a killed
+run keeps its files for ``--resume``.
 """
 
 from __future__ import annotations
@@ -58,16 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     p.add_argument("--concurrency", type=int, default=8, help="episodes in flight at once")
+    p.add_argument("--server", default=None, metavar="URL",
+                   help="run the episodes on this LangGraph server (langgraph dev / up serving this "
+                        "checkout's langgraph.json), e.g. http://127.0.0.1:2024; default: in this process")
     p.add_argument("--keep-checkpoints", action="store_true",
-                   help="keep finished episodes' checkpoints (default: delete once written)")
+                   help="keep finished episodes' checkpoints (with --server: their server threads; "
+                        "default: delete once written)")
     p.add_argument("--quiet", action="store_true", help="no progress bar / table")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from graph.commands.episodes import ExecutorLost
+
     args = build_parser().parse_args(argv)
     try:
         return _main(args)
+    except ExecutorLost as e:  # the server went away mid-batch: finished episodes are kept
+        print(f"dara run: {e}", file=sys.stderr)
+        return 1
     except (ValueError, OSError) as e:  # InputError, context and task errors: one line
         return report("dara run", e)
 
@@ -101,10 +116,15 @@ def _main(args: argparse.Namespace) -> int:
                                                  "noise", "history")}
         episodes = family_episodes(args.family, args.episodes, seed=args.seed, periods=args.periods,
                                    budget=args.budget, noise=args.noise, history=args.history)
+    if args.server is not None:
+        from graph.commands.server_episodes import check_server
+
+        check_server(args.server, ctx)
     check_context_models(ctx)
     out = Path(args.out)
     result = run_episodes(ctx, episodes, out, args.concurrency, args.resume, source=source,
-                          keep_checkpoints=args.keep_checkpoints, progress=not args.quiet)
+                          keep_checkpoints=args.keep_checkpoints, progress=not args.quiet,
+                          server=args.server)
     rows = round_summary(result.records)
     write_round_summary(rows, out)
     if not args.quiet:

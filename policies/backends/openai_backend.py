@@ -12,6 +12,12 @@ exactly that server on 127.0.0.1 (tests, benchmarks, a laptop demo)::
         chat.invoke(messages, adapter="reasoner", max_new_tokens=20)  # per-call settings
         chat.generate_texts([msgs1, msgs2], adapter="reasoner")     # .batch(), concurrent
 
+**A fleet of servers.** ``base_url`` may name several servers, comma-separated
+(``http://gpu1:8000/v1,http://gpu2:8000/v1``, e.g. from ``context.base_url`` or
+``$DARA_OPENAI_BASE_URL``): one chat model spreads its requests over them round-robin
+(:class:`SpreadTransport`), so the concurrent episodes of a batch share the fleet. Every
+server must serve the same model and adapter names (discovery asks the first).
+
 Defaults follow the other backends: greedy (``temperature=0``), ``max_tokens=64``, stop
 at ``</answer>``; against vLLM (``vllm_extras=True``, the default) the request also asks
 for ``include_stop_str_in_output`` so the text keeps ``</answer>`` like the ``local`` and
@@ -27,6 +33,7 @@ concurrent requests itself.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import urllib.error
@@ -34,6 +41,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import httpx
 from langchain_core.language_models import LanguageModelInput
 from langchain_openai import ChatOpenAI
 from pydantic import Field
@@ -41,6 +49,76 @@ from pydantic import Field
 from policies.backends.common import DEFAULT_STOP, to_message_dicts, token_cap
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+
+
+# ---------------------------------------------------------------------------------------
+# which servers
+# ---------------------------------------------------------------------------------------
+def openai_base_urls(base_url: str | None = None) -> list[str]:
+    """The servers of the ``openai`` backend: ``base_url`` (one URL or a comma-separated
+    list), else ``$DARA_OPENAI_BASE_URL``, then ``$OPENAI_BASE_URL``, then
+    ``http://127.0.0.1:8000/v1``; trailing slashes dropped."""
+    given = (base_url or os.environ.get("DARA_OPENAI_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
+             or DEFAULT_BASE_URL)
+    urls = [u.strip().rstrip("/") for u in given.split(",") if u.strip()]
+    if not urls:
+        raise ValueError(f"base_url = {given!r}: expected one or more comma-separated http(s):// URLs")
+    return urls
+
+
+class _Spread:
+    """Round-robin URL rebasing shared by the sync and async transports."""
+
+    def __init__(self, base_urls: Sequence[str]):
+        if not base_urls:
+            raise ValueError("SpreadTransport needs at least one base URL")
+        self.bases = [httpx.URL(u.rstrip("/")) for u in base_urls]
+        self._turn = itertools.count()  # next() is atomic under the GIL: thread-safe enough
+
+    def rebase(self, request: httpx.Request) -> None:
+        """Point ``request`` (built for the first server) at the next server in turn."""
+        first = self.bases[0]
+        target = self.bases[next(self._turn) % len(self.bases)]
+        path = request.url.raw_path
+        if target == first or (request.url.host, request.url.port) != (first.host, first.port) \
+                or not path.startswith(first.raw_path):
+            return
+        request.url = target.copy_with(raw_path=target.raw_path + path[len(first.raw_path):])
+        request.headers["Host"] = request.url.netloc.decode("ascii")
+
+
+class SpreadTransport(_Spread, httpx.BaseTransport):
+    """An httpx transport that sends request ``i`` to server ``i mod n``.
+
+    The OpenAI client is built for the first URL; each request's URL is rebased onto the
+    next server's, so every call of the chat model (``invoke``, ``batch``, retries)
+    spreads over the fleet without a second client per server."""
+
+    def __init__(self, base_urls: Sequence[str], transport: httpx.BaseTransport | None = None):
+        super().__init__(base_urls)
+        self.inner = transport or httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.rebase(request)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class AsyncSpreadTransport(_Spread, httpx.AsyncBaseTransport):
+    """:class:`SpreadTransport` for the async client (``ainvoke``, ``abatch``)."""
+
+    def __init__(self, base_urls: Sequence[str], transport: httpx.AsyncBaseTransport | None = None):
+        super().__init__(base_urls)
+        self.inner = transport or httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.rebase(request)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 # ---------------------------------------------------------------------------------------
@@ -143,7 +221,8 @@ def make_chat_model(base: str | None = None, adapters: Mapping[str, Any] | Seque
                     vllm_extras: bool = True, max_concurrency: int = 8, timeout: float = 120.0,
                     max_retries: int = 2, **kw: Any) -> DaraChatOpenAI:
     """A :class:`DaraChatOpenAI` against ``base_url`` (default ``$DARA_OPENAI_BASE_URL``,
-    then ``$OPENAI_BASE_URL``, then ``http://127.0.0.1:8000/v1``).
+    then ``$OPENAI_BASE_URL``, then ``http://127.0.0.1:8000/v1``); several
+    comma-separated URLs spread the requests round-robin (:class:`SpreadTransport`).
 
     - ``adapters``: the adapter names the server serves (a role -> dir dict is accepted;
       only the names are used).
@@ -153,8 +232,11 @@ def make_chat_model(base: str | None = None, adapters: Mapping[str, Any] | Seque
     - ``adapter``: the adapter used by ``invoke``; ``None`` = base model.
     - ``api_key``: default ``$OPENAI_API_KEY`` or ``"EMPTY"`` (vLLM without ``--api-key``).
     """
-    base_url = (base_url or os.environ.get("DARA_OPENAI_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
-                or DEFAULT_BASE_URL).rstrip("/")
+    urls = openai_base_urls(base_url)
+    base_url = urls[0]
+    if len(urls) > 1:
+        kw.setdefault("http_client", httpx.Client(transport=SpreadTransport(urls)))
+        kw.setdefault("http_async_client", httpx.AsyncClient(transport=AsyncSpreadTransport(urls)))
     api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
     if model is None and base and base != "embedded" and not Path(base).expanduser().exists():
         model = base
