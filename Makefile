@@ -9,7 +9,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
-EXTRAS ?= vllm,studio,openai,dev
+EXTRAS ?= vllm,studio,openai,dev,train
 PIP := $(VENV)/bin/pip
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dara-installed

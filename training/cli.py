@@ -11,6 +11,10 @@ Every config field is a flag (``dara train sft --help``); ``--config FILE`` (JSO
 YAML; a run's own ``OUT/config.json`` works) sets many at once and flags override it. ``--ref-sync-every never`` (or 0) trains
 plain GRPO with a fixed reference. Each run writes ``OUT/log.jsonl``, ``OUT/config.json``,
 resumable ``OUT/checkpoint/`` and the PEFT adapter ``OUT/adapter/``.
+
+``sft`` and ``grpo`` also run data-parallel, unchanged, under
+``torchrun --nproc_per_node N -m training.cli sft ...`` (or ``accelerate launch``; see
+``training.distributed``): same flags, same global batch, rank 0 logs and saves.
 """
 
 from __future__ import annotations
@@ -76,16 +80,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = vars(_parser(mode).parse_args(rest))
     file = args.pop("config", None)
+    from training import distributed
+
     try:
         cfg = build_train_config(mode, file=file, flags=args)
-    except (ValueError, FileNotFoundError) as e:
+        field = "batch_size" if mode == "sft" else "prompts_per_step"  # what is split over processes
+        distributed.check_split(getattr(cfg, field), field, distributed.launched_size())
+        distributed.world()  # several processes: join the group now (needs accelerate)
+    except (ValueError, FileNotFoundError, distributed.MissingAccelerate) as e:
         print(f"dara train {mode}: {e}", file=sys.stderr)
         return 2
     if mode == "sft":
         from training.sft import train
     else:
         from training.grpo import train
-    train(cfg)
+    try:
+        train(cfg)
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -262,6 +262,27 @@ def save_checkpoint(out: Path, model, adapters: Sequence[str], optimizer, step: 
     return final
 
 
+def save_run(out: Path, model, adapters: Sequence[str], optimizer=None, step: int = 0,
+             config: dict | None = None) -> Path:
+    """Write ``out/adapter`` (the first of ``adapters``) and, given ``optimizer``, the
+    resumable ``out/checkpoint`` of all of them; returns the adapter directory.
+
+    Data-parallel: the ranks first check that the weights are still replicated, rank 0
+    writes, and every rank waits for it (a barrier), so no rank runs ahead of a half-written
+    checkpoint or returns before the final adapter exists.
+    """
+    from training import distributed
+
+    lora = [p for name in adapters for p in adapter_params(model, name).values()]
+    distributed.check_replicated("the LoRA weights", lora)
+    if distributed.world().is_main:
+        if optimizer is not None:
+            save_checkpoint(out, model, adapters, optimizer, step, config or {})
+        save_adapter(model, adapters[0], Path(out) / "adapter")
+    distributed.barrier()
+    return Path(out) / "adapter"
+
+
 def load_checkpoint(out: Path, model, adapters: Sequence[str], optimizer) -> dict:
     """Restore ``out/checkpoint`` into ``model``/``optimizer``; returns the trainer state."""
     ck = Path(out) / "checkpoint"

@@ -25,6 +25,12 @@ Reads top to bottom like cleanrl's ``ppo.py``:
 5. **Bookkeeping** — one JSONL line per step (``OUT/log.jsonl``), resumable checkpoints
    (both adapters, optimizer, rng states, step) in ``OUT/checkpoint``, the final policy
    adapter in ``OUT/adapter`` (a plain PEFT LoRA directory ``policies`` loads unchanged).
+6. **Data-parallel** (``training.distributed``) — each rank takes a contiguous slice of
+   the step's prompts (whole groups), samples its rows with their *global* row seeds (so
+   the completions do not depend on the world size), normalises its loss by the global
+   token (or completion) count and sums gradients with the others; the log row is
+   computed from every rank's rows, so it is the single-process one. The reference
+   refresh is a function of the step, the same on every rank (checked each step).
 """
 
 from __future__ import annotations
@@ -36,10 +42,10 @@ import numpy as np
 import torch
 
 from policies.prompts import DELTA_ENCODINGS
-from training import common
+from training import common, distributed
 from training.common import POLICY, REF
 from training.config import GRPOConfig, to_dict
-from training.rewards import TERMS, hold_env_term, score
+from training.rewards import TERMS, hold_env_term, parse_error_rate, score
 from training.rollouts import PromptSource
 
 
@@ -87,21 +93,25 @@ def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Ten
 
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None,
               adv: torch.Tensor, mask: torch.Tensor, beta: float, eps_low: float, eps_high: float,
-              agg: str = "token") -> tuple[torch.Tensor, dict[str, float]]:
+              agg: str = "token", denom: torch.Tensor | float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The GRPO objective over a batch of completions ``(B, K)`` (mask = real tokens).
 
     Per token: ``clipped_surrogate + beta * k3_kl``. ``agg="token"``: mean over every
     completion token of the batch (long and short completions weigh per token);
     ``agg="sequence"``: mean per completion, then over completions (the original GRPO).
+    ``denom`` replaces the mean's denominator (the token count, or the number of
+    completions): a data-parallel rank passes the whole step's, so the ranks' losses and
+    gradients add up to the step's. ``stats`` are means over this batch's tokens.
     """
     per_tok, is_clipped = clipped_surrogate(logp, old_logp, adv, eps_low, eps_high)
     kl = k3_kl(logp, ref_logp) if ref_logp is not None else torch.zeros_like(logp)
     if beta:
         per_tok = per_tok + beta * kl
     if agg == "token":
-        loss = masked_mean(per_tok, mask)
+        loss = masked_mean(per_tok, mask) if denom is None else (per_tok * mask).sum() / denom
     elif agg == "sequence":
-        loss = masked_mean(per_tok, mask, dim=1).mean()
+        per_seq = masked_mean(per_tok, mask, dim=1)
+        loss = per_seq.mean() if denom is None else per_seq.sum() / denom
     else:
         raise ValueError(f"agg must be 'token' or 'sequence', got {agg!r}")
     stats = {"kl": float(masked_mean(kl.detach(), mask)),
@@ -221,24 +231,30 @@ def step_seed(seed: int, step: int) -> int:
 
 
 def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step: int) -> dict:
-    """One GRPO-A step (sample, score, mu updates, maybe refresh ref); returns the log row."""
+    """One GRPO-A step (sample, score, mu updates, maybe refresh ref); returns the log row.
+
+    Data-parallel, this rank works on its slice of the step's prompts; the gradients, the
+    loss statistics and the log row cover the whole step (every rank returns the same row).
+    """
     from policies.prompts import encode
 
     t0 = time.time()
     P, G = cfg.prompts_per_step, cfg.group_size
-    prompts = src.batch(P, step).repeat(G)  # rows: prompt 0 x G, prompt 1 x G, ...
+    step_prompts = src.batch(P, step)
+    mine = distributed.world().shard(P, "prompts_per_step")  # whole groups stay on one rank
+    prompts = step_prompts.rows(mine).repeat(G)  # rows: prompt 0 x G, prompt 1 x G, ...
     enc = cfg.resolved_encoding
     p_ids = common.prompt_ids(tok, [encode(r, enc) for r in prompts.requests])
 
     # --- rollout -----------------------------------------------------------------------
     formats = ([(r.task.periods, enc in DELTA_ENCODINGS) for r in prompts.requests] if cfg.constrained else None)
-    cap = cfg.completion_cap([r.task.periods for r in prompts.requests])
-    seeds = row_seeds(cfg.seed, step, range(P * G))
+    cap = cfg.completion_cap([r.task.periods for r in step_prompts.requests])  # the step's, on every rank
+    seeds = row_seeds(cfg.seed, step, range(mine.start * G, mine.stop * G))  # global row indices
     ids, mask, comp, cmask, texts = sample(model, tok, p_ids, cfg, seeds, formats, cap)
     t_gen = time.time() - t0
     total, terms, parsed = score(texts, prompts.requests, prompts.mroi, enc, cfg.reward,
                                  value_fn=prompts.value, best_value=prompts.best_value())
-    rewards = torch.tensor(total, dtype=torch.float32).view(P, G)
+    rewards = torch.tensor(total, dtype=torch.float32).view(len(mine), G)
     adv = group_advantages(rewards, cfg.adv_eps).view(-1)
 
     # --- log-probs of the sampled tokens -----------------------------------------------
@@ -251,49 +267,68 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
     # --- mu optimisation passes --------------------------------------------------------
     lr = cfg.lr_at(step)
     common.set_lr(opt, lr)
+    # the whole step's denominator, so the ranks' gradients sum to the single-process one
+    denom = distributed.sum_tensor(cmask.sum()).clamp(min=1.0) if cfg.loss_agg == "token" else float(P * G)
     first = {}
     for it in range(cfg.mu):
         lp = policy_logprobs(model, POLICY, full_ids, full_mask, K, cfg.bf16, grad=True)
         old = lp.detach() if old_lp is None else old_lp
-        loss, stats = grpo_loss(lp, old, ref_lp, adv, cmask, cfg.beta, cfg.eps, cfg.clip_high, cfg.loss_agg)
+        loss, stats = grpo_loss(lp, old, ref_lp, adv, cmask, cfg.beta, cfg.eps, cfg.clip_high, cfg.loss_agg, denom)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.all_reduce_grads(params)
         gnorm = common.grad_norm_and_clip(params, cfg.grad_clip)
         opt.step()
         if it == 0:
-            first = {"loss": float(loss.detach()), "grad_norm": gnorm, **stats}
+            (loss_sum,) = distributed.sum_floats([loss.detach()])
+            kl, clip_frac = distributed.weighted_means([stats["kl"], stats["clip_frac"]], float(cmask.sum()))
+            first = {"loss": loss_sum, "grad_norm": gnorm, "kl": kl, "clip_frac": clip_frac}
 
     # --- adaptive reference --------------------------------------------------------------
     refreshed = cfg.refresh_due(step)
+    distributed.check_agree(f"refreshing the reference at step {step}", float(refreshed))
     if refreshed:
         common.copy_adapter(model, POLICY, REF, cfg.ref_sync_alpha)
 
-    dt = time.time() - t0
-    row = {
+    # --- the log row, from every rank's rows (rank order = the step's row order) ---------
+    mine_rows = {"total": total, "ok": parsed.ok, "len": cmask.sum(1).numpy(),
+                 "hold": hold_env_term(prompts.requests, cfg.reward.env_alpha),
+                 **{k: terms[k] for k in TERMS + ("regret", "value_gain", "answer_regret")}}
+    parts = distributed.gather(mine_rows)
+    rows = {k: np.concatenate([part[k] for part in parts]) for k in mine_rows}
+    return log_row(step, rows, P, G, first, lr, refreshed, time.time() - t0, t_gen)
+
+
+def log_row(step: int, rows: dict[str, np.ndarray], P: int, G: int, first: dict, lr: float,
+            refreshed: bool, dt: float, t_gen: float) -> dict:
+    """The step's log line from its per-row arrays (all ``P * G`` completions): reward
+    ``total``, the reward terms, ``ok`` (parsed), ``len`` (completion tokens), ``hold``
+    (env term of holding the current plan); ``first`` holds the first pass's loss stats."""
+    total, ok = rows["total"], rows["ok"]
+    rewards = torch.tensor(total, dtype=torch.float32).view(P, G)
+    return {
         "step": step,
         "train/reward": float(total.mean()),
-        **{f"train/reward/{k}": float(terms[k].mean()) for k in TERMS + ("regret",)},
+        **{f"train/reward/{k}": float(rows[k].mean()) for k in TERMS + ("regret",)},
         # unweighted: share of the current plan's gap the answers closed, and their regret
-        "train/value_gain": float(terms["value_gain"][parsed.ok].mean()) if parsed.ok.any() else float("nan"),
-        "train/answer_regret": float(terms["answer_regret"][parsed.ok].mean()) if parsed.ok.any() else float("nan"),
+        "train/value_gain": float(rows["value_gain"][ok].mean()) if ok.any() else float("nan"),
+        "train/answer_regret": float(rows["answer_regret"][ok].mean()) if ok.any() else float("nan"),
         "train/reward_std": float(rewards.std(dim=1).mean()),
         # what the answers gained over holding the current plan (comparable across steps)
-        "train/env_gain": float(np.mean((terms["env"] - hold_env_term(prompts.requests, cfg.reward.env_alpha))[parsed.ok]))
-        if parsed.ok.any() else float("nan"),
+        "train/env_gain": float(np.mean((rows["env"] - rows["hold"])[ok])) if ok.any() else float("nan"),
         "train/frac_groups_zero_std": float((rewards.std(dim=1) == 0).float().mean()),
         "train/kl": first["kl"],
         "train/clip_frac": first["clip_frac"],
         "train/loss": first["loss"],
         "train/grad_norm": first["grad_norm"],
         "train/lr": lr,
-        "train/completion_len": float(cmask.sum(1).mean()),
-        "train/parse_error_rate": parsed.parse_error_rate,
+        "train/completion_len": float(rows["len"].mean()),
+        "train/parse_error_rate": parse_error_rate(ok),
         "ref_refreshed": bool(refreshed),
         "train/s_per_step": dt,
         "train/s_generate": t_gen,
         "time": time.time(),
     }
-    return row
 
 
 # =======================================================================================
@@ -312,6 +347,9 @@ def setup(cfg: GRPOConfig):
 def train(cfg: GRPOConfig, progress: bool = True, model_bundle=None) -> Path:
     """Run GRPO-A for ``cfg.steps`` steps; returns the final adapter directory."""
     cfg.validate()
+    world = distributed.world()
+    world.shard(cfg.prompts_per_step, "prompts_per_step")  # fail before loading anything
+    progress = progress and world.is_main
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
     model, tok, opt, params = model_bundle or setup(cfg)
@@ -321,17 +359,22 @@ def train(cfg: GRPOConfig, progress: bool = True, model_bundle=None) -> Path:
         common.use_adapter(model, POLICY)
         if progress:
             print(f"[grpo] resumed from {out / 'checkpoint'} at step {start}", flush=True)
-    common.write_json(out / "config.json", {"mode": "grpo", **to_dict(cfg), "encoding": cfg.resolved_encoding})
-    log = common.JsonlLog(out / "log.jsonl", resume_step=start)
+    distributed.check_replicated("the model weights", model.parameters())
+    log = None
+    if world.is_main:
+        common.write_json(out / "config.json", {"mode": "grpo", **to_dict(cfg), "encoding": cfg.resolved_encoding})
+        log = common.JsonlLog(out / "log.jsonl", resume_step=start)
     src = PromptSource(cfg.rollout, cfg.role, seed=cfg.seed)
     if progress:
         m = "never" if cfg.ref_sync_every == 0 else cfg.ref_sync_every
         print(f"[grpo] role={cfg.role} encoding={cfg.resolved_encoding} base={cfg.base} "
               f"P={cfg.prompts_per_step} G={cfg.group_size} beta={cfg.beta} M={m} mu={cfg.mu} "
-              f"steps {start + 1}..{cfg.steps}", flush=True)
+              f"steps {start + 1}..{cfg.steps}{f' over {world.size} processes' if world.size > 1 else ''}",
+              flush=True)
     for step in range(start + 1, cfg.steps + 1):
         row = train_step(model, tok, opt, params, src, cfg, step)
-        log.write(row)
+        if log is not None:
+            log.write(row)
         if progress and (step % cfg.log_every == 0 or step == cfg.steps):
             print(f"[grpo] step {step}/{cfg.steps} reward {row['train/reward']:.3f} "
                   f"(std {row['train/reward_std']:.3f}) gain {row['train/env_gain']:+.3f} kl {row['train/kl']:.4f} "
@@ -340,9 +383,8 @@ def train(cfg: GRPOConfig, progress: bool = True, model_bundle=None) -> Path:
                   f"{' ref<-policy' if row['ref_refreshed'] else ''} {row['train/s_per_step']:.1f} s",
                   flush=True)
         if step % cfg.save_every == 0 or step == cfg.steps:
-            common.save_checkpoint(out, model, (POLICY, REF), opt, step, to_dict(cfg))
-            common.save_adapter(model, POLICY, out / "adapter")
-    final = common.save_adapter(model, POLICY, out / "adapter")
+            common.save_run(out, model, (POLICY, REF), opt, step, to_dict(cfg))
+    final = common.save_run(out, model, (POLICY, REF))
     if progress:
         print(f"[grpo] adapter written to {final}", flush=True)
     return final

@@ -253,7 +253,12 @@ class Parsed:
 
     @property
     def parse_error_rate(self) -> float:
-        return float(1.0 - self.ok.mean()) if self.ok.size else 0.0
+        return parse_error_rate(self.ok)
+
+
+def parse_error_rate(ok: np.ndarray) -> float:
+    """Share of completions that did not parse (``ok`` False), 0 for no completions."""
+    return float(1.0 - ok.mean()) if ok.size else 0.0
 
 
 def parse_completions(texts: Sequence[str], requests: Sequence, encoding: str | None = None) -> Parsed:

@@ -107,7 +107,11 @@ class Prompts:
 
     def repeat(self, g: int) -> "Prompts":
         """Each row repeated ``g`` times in place (GRPO groups)."""
-        idx = np.repeat(np.arange(len(self)), g)
+        return self.rows(np.repeat(np.arange(len(self)), g))
+
+    def rows(self, idx) -> "Prompts":
+        """The rows ``idx``, in that order (e.g. one data-parallel rank's slice of a step)."""
+        idx = np.asarray(idx, dtype=int)
         return Prompts(
             self.role, [self.requests[i] for i in idx], self.envs, self.env_index[idx], self.env_row[idx],
             self.win_alloc[idx], self.win_mroi[idx], self.budget[idx], self.lower[idx], self.upper[idx],

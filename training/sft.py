@@ -11,6 +11,12 @@ layers only. Checkpoints (adapter, optimizer, rng states, step) every ``save_eve
 steps; ``resume=True`` continues from ``OUT/checkpoint``. ``OUT/log.jsonl`` gets one line
 per step (``step``, ``train/loss``, ``train/lr``, ``train/tokens_per_s``,
 ``train/s_per_step``, ...). The final adapter is ``OUT/adapter``.
+
+Data-parallel (``training.distributed``): each rank takes a contiguous slice of the
+step's prompts, its loss is its completion tokens' NLL over the *global* completion-token
+count, and the summed gradients are the single-process ones. LoRA dropout (0.05 by
+default) draws masks per rank, so the runs agree bitwise only with ``--lora.dropout 0``;
+with dropout they are statistically equivalent.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from training import common
+from training import common, distributed
 from training.config import SFTConfig, to_dict
 from training.rollouts import PromptSource
 
@@ -46,15 +52,21 @@ def build_batch(prompts, teacher_alloc, tok, encoding: str):
     return ids, mask, k, cmask
 
 
-def sft_loss(model, ids, mask, k, cmask, bf16: bool) -> torch.Tensor:
-    """Mean negative log-likelihood over completion tokens."""
+def sft_loss(model, ids, mask, k, cmask, bf16: bool, n_tokens: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean negative log-likelihood over completion tokens: the NLL summed over this
+    batch's completion tokens, over ``n_tokens`` (default: their count; a data-parallel
+    rank passes the whole step's, so the ranks' losses add up to the step's mean)."""
     lp = common.token_logprobs(model, ids, mask, k, bf16=bf16)
-    return -(lp * cmask).sum() / cmask.sum().clamp(min=1.0)
+    n = cmask.sum() if n_tokens is None else n_tokens
+    return -(lp * cmask).sum() / n.clamp(min=1.0)
 
 
 def train(cfg: SFTConfig, progress: bool = True) -> Path:
     """Run SFT; returns the final adapter directory ``cfg.out/adapter``."""
     cfg.validate()
+    world = distributed.world()
+    mine = world.shard(cfg.batch_size, "batch_size")  # this rank's rows of every step's batch
+    progress = progress and world.is_main
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
     common.setup_torch(cfg.threads, cfg.seed)
@@ -68,42 +80,49 @@ def train(cfg: SFTConfig, progress: bool = True) -> Path:
         common.use_adapter(model, common.POLICY)
         if progress:
             print(f"[sft] resumed from {out / 'checkpoint'} at step {start}", flush=True)
-    common.write_json(out / "config.json", {"mode": "sft", **to_dict(cfg), "encoding": enc})
-    log = common.JsonlLog(out / "log.jsonl", resume_step=start)
+    distributed.check_replicated("the model weights", model.parameters())
+    log = None
+    if world.is_main:
+        common.write_json(out / "config.json", {"mode": "sft", **to_dict(cfg), "encoding": enc})
+        log = common.JsonlLog(out / "log.jsonl", resume_step=start)
     src = PromptSource(cfg.rollout, cfg.role, seed=cfg.seed)
     n_train = sum(p.numel() for p in params)
     if progress:
         print(f"[sft] role={cfg.role} encoding={enc} base={cfg.base} trainable={n_train:,} "
-              f"steps {start + 1}..{cfg.steps} batch={cfg.batch_size}", flush=True)
+              f"steps {start + 1}..{cfg.steps} batch={cfg.batch_size}"
+              f"{f' over {world.size} processes' if world.size > 1 else ''}", flush=True)
     t_run = time.time()
     for step in range(start + 1, cfg.steps + 1):
         t0 = time.time()
-        prompts = src.batch(cfg.batch_size, step)
+        prompts = src.batch(cfg.batch_size, step).rows(mine)  # this rank's slice of the step
         target = prompts.teacher(cfg.teacher)
         ids, mask, k, cmask = build_batch(prompts, target, tok, enc)
         lr = cfg.lr_at(step)
         common.set_lr(opt, lr)
+        distributed.seed_rank_rng(cfg.seed, step)  # independent dropout masks per rank
         model.train()
-        loss = sft_loss(model, ids, mask, k, cmask, cfg.bf16)
+        loss = sft_loss(model, ids, mask, k, cmask, cfg.bf16, n_tokens=distributed.sum_tensor(cmask.sum()))
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.all_reduce_grads(params)
         gnorm = common.grad_norm_and_clip(params, cfg.grad_clip)
         opt.step()
         dt = time.time() - t0
-        n_tok = int(mask.sum())
-        row = {"step": step, "train/loss": float(loss.detach()), "train/lr": lr, "train/grad_norm": gnorm,
+        step_loss, n_tok, n_comp = distributed.sum_floats([loss.detach(), mask.sum(), cmask.sum()])
+        (seq_len,) = distributed.max_floats([ids.shape[1]])
+        row = {"step": step, "train/loss": step_loss, "train/lr": lr, "train/grad_norm": gnorm,
                "train/tokens_per_s": n_tok / dt, "train/s_per_step": dt,
-               "train/completion_tokens": int(cmask.sum()), "train/seq_len": int(ids.shape[1]),
+               "train/completion_tokens": int(n_comp), "train/seq_len": int(seq_len),
                "time": time.time()}
-        log.write(row)
+        if log is not None:
+            log.write(row)
         if progress and (step % cfg.log_every == 0 or step == cfg.steps):
             eta = (time.time() - t_run) / (step - start) * (cfg.steps - step)
-            print(f"[sft] step {step}/{cfg.steps} loss {float(loss.detach()):.4f} lr {lr:.2e} "
+            print(f"[sft] step {step}/{cfg.steps} loss {step_loss:.4f} lr {lr:.2e} "
                   f"{dt:.2f} s/step {n_tok / dt:.0f} tok/s eta {eta / 60:.1f} min", flush=True)
         if step % cfg.save_every == 0 or step == cfg.steps:
-            common.save_checkpoint(out, model, (common.POLICY,), opt, step, to_dict(cfg))
-            common.save_adapter(model, common.POLICY, out / "adapter")
-    final = common.save_adapter(model, common.POLICY, out / "adapter")
+            common.save_run(out, model, (common.POLICY,), opt, step, to_dict(cfg))
+    final = common.save_run(out, model, (common.POLICY,))
     if progress:
         print(f"[sft] adapter written to {final}", flush=True)
     return final
