@@ -279,3 +279,15 @@ def test_embedded_grpo_smoke(tmp_path):
         assert np.isfinite(r["train/reward"]) and -20 < r["train/reward"] < 20
         assert 0 <= r["train/parse_error_rate"] <= 1 and 0 < r["train/completion_len"] <= 24
         assert r["ref_refreshed"] is True
+
+
+@pytest.mark.parametrize("mode", ["sft", "grpo"])
+def test_train_help_prints(mode):
+    """Every flag's help renders (a literal % in a help text once crashed --help)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "training.cli", mode, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-500:]
+    assert "--prompts-per-step" in r.stdout or mode == "sft"
+    assert "Traceback" not in r.stderr

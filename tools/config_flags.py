@@ -184,7 +184,8 @@ def add_flags(parser: argparse.ArgumentParser, cls, prefix: str = "", *, only=No
         short = "--" + f.name.replace("_", "-")
         if prefix and short not in parser._option_string_actions:
             flags.append(short)
-        kw: dict[str, Any] = {"dest": prefix + f.name, "help": f"{help_} (default: {shown})",
+        help_ = f"{help_} (default: {shown})".replace("%", "%%")  # argparse %-formats help
+        kw: dict[str, Any] = {"dest": prefix + f.name, "help": help_,
                               "default": argparse.SUPPRESS if defaults is None else default}
         inner = _unwrap_optional(tp)
         if inner is bool:
