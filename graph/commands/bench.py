@@ -34,14 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from graph.commands.context_flags import add_context_flags, context_from_args
+from graph.commands.context_flags import MODEL_FIELDS, add_context_flags, context_from_args
 from graph.context import Context
 from policies.baselines import BASELINES
 from tools.cli_errors import InputError, OneLineParser, check_number, check_output_dir, check_output_file, report
 
 LLM_METHODS = ("dara", "reasoner-only", "optimizer-only", "base", "dara-fixed-ref")
-CONTEXT_FIELDS = ("max_rounds", "seed", "window", "backend", "base", "optimizer_adapter",
-                  "optimizer_encoding", "reasoner_adapter", "reasoner_encoding")
+CONTEXT_FIELDS = ("max_rounds", "seed", "window", *MODEL_FIELDS)
 
 
 @dataclass(kw_only=True)
