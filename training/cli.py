@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = build_train_config(mode, file=file, flags=args)
         field = "batch_size" if mode == "sft" else "prompts_per_step"  # what is split over processes
         distributed.check_split(getattr(cfg, field), field, distributed.launched_size())
-        distributed.world()  # several processes: join the group now (needs accelerate)
+        # several processes: join the group now (needs accelerate), nccl on CUDA, gloo on CPU
+        distributed.world(distributed.resolve_device(cfg.device))
     except (ValueError, FileNotFoundError, distributed.MissingAccelerate) as e:
         print(f"dara train {mode}: {e}", file=sys.stderr)
         return 2

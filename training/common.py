@@ -4,6 +4,12 @@ completion positions only, adapter IO, checkpoints, the JSONL log.
 Speed recipe on CPU (4.5x in all, measured step by step in docs/training.md): bf16 autocast; left padding
 so completions end together; logits only for completion positions (``logits_to_keep``);
 LoRA on the top layers only, so backward stops there.
+
+Devices: the model and its adapters live on the run's device (``load_model(device=...)``,
+``training.distributed.resolve_device``); every tensor built here follows the model's
+device (:func:`model_device`) and autocast uses that device's type. Checkpoints are
+written from CPU copies and read with ``map_location="cpu"`` (the optimizer moves its
+state to the parameters' device on load), so a run saved on a GPU resumes on CPU and back.
 """
 
 from __future__ import annotations
@@ -41,8 +47,14 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def autocast(bf16: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+def autocast(bf16: bool, device: torch.device | str = "cpu"):
+    """bfloat16 autocast on ``device``'s type (``cpu`` or ``cuda``), or nothing."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def model_device(model) -> torch.device:
+    """The device the model's weights are on: where its inputs must be built."""
+    return next(model.parameters()).device
 
 
 def n_layers(model) -> int:
@@ -64,12 +76,13 @@ def lora_config(cfg: LoraConfig, model):
 
 
 def load_model(base: str, lora: LoraConfig, init_adapter: str | None = None,
-               adapters: Sequence[str] = (POLICY,), seed: int = 0):
-    """A private copy of the base model with LoRA adapter(s) ``adapters``.
+               adapters: Sequence[str] = (POLICY,), seed: int = 0, device: torch.device | str = "cpu"):
+    """A private copy of the base model with LoRA adapter(s) ``adapters``, on ``device``.
 
     The first adapter is trainable; the others (e.g. ``ref``) are created with the same
     shape and hold a copy of its weights. ``init_adapter`` (a PEFT directory) gives the
-    starting weights and the LoRA shape; otherwise the LoRA is fresh (seeded).
+    starting weights and the LoRA shape; otherwise the LoRA is fresh (seeded, on CPU, so
+    the initial weights do not depend on the device) and then moved with the model.
     """
     from peft import PeftModel, get_peft_model
 
@@ -87,6 +100,7 @@ def load_model(base: str, lora: LoraConfig, init_adapter: str | None = None,
     for name in adapters[1:]:
         pm.add_adapter(name, pm.peft_config[first])
         copy_adapter(pm, first, name)
+    pm.to(torch.device(device))
     use_adapter(pm, first, trainable=first)
     return pm, tok
 
@@ -129,7 +143,7 @@ def save_adapter(model, name: str, path: str | Path) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     sd = get_peft_model_state_dict(model, adapter_name=name)
-    save_file({k: v.detach().to(torch.float32).contiguous().clone() for k, v in sd.items()},
+    save_file({k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in sd.items()},
               str(path / "adapter_model.safetensors"), metadata={"format": "pt"})
     cfg = copy.deepcopy(model.peft_config[name])
     cfg.inference_mode = True
@@ -158,8 +172,10 @@ def prompt_ids(tok, messages_list) -> list[list[int]]:
     return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad to one length: ``(input_ids, attention_mask)``."""
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int,
+             device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad to one length: ``(input_ids, attention_mask)``, on ``device`` (built on
+    CPU row by row, then moved in one copy)."""
     L = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), L), dtype=torch.long)
@@ -167,7 +183,7 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
         if len(s):
             ids[i, L - len(s):] = torch.tensor(s, dtype=torch.long)
             mask[i, L - len(s):] = 1
-    return ids, mask
+    return ids.to(device), mask.to(device)
 
 
 def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int,
@@ -179,7 +195,7 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     mask, so left padding does not shift them.
     """
     pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    with autocast(bf16):
+    with autocast(bf16, input_ids.device):
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
                     logits_to_keep=k + 1, use_cache=False)
     logits = out.logits[:, :-1].float()
@@ -231,13 +247,30 @@ def _jsonable(x):
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        s["cuda"] = torch.cuda.get_rng_state_all()  # dropout masks drawn on the GPUs
+    return s
 
 
 def set_rng_state(s: dict) -> None:
     random.setstate(s["python"])
     np.random.set_state(s["numpy"])
     torch.set_rng_state(s["torch"])
+    # only where the same GPUs exist (a GPU checkpoint resumed on CPU skips it)
+    if "cuda" in s and torch.cuda.is_available() and len(s["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor in it (nested dicts/lists/tuples) copied to CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
 
 
 def save_checkpoint(out: Path, model, adapters: Sequence[str], optimizer, step: int, config: dict,
@@ -248,7 +281,7 @@ def save_checkpoint(out: Path, model, adapters: Sequence[str], optimizer, step: 
     tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.tmp-", dir=out))
     for name in adapters:
         save_adapter(model, name, tmp / name)
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rng_state(),
+    torch.save({"step": step, "optimizer": to_cpu(optimizer.state_dict()), "rng": rng_state(),
                 "config": config, "extra": extra or {}, "time": time.time()}, tmp / "trainer.pt")
     final = out / "checkpoint"
     old = out / ".checkpoint.old"
@@ -284,9 +317,12 @@ def save_run(out: Path, model, adapters: Sequence[str], optimizer=None, step: in
 
 
 def load_checkpoint(out: Path, model, adapters: Sequence[str], optimizer) -> dict:
-    """Restore ``out/checkpoint`` into ``model``/``optimizer``; returns the trainer state."""
+    """Restore ``out/checkpoint`` into ``model``/``optimizer``; returns the trainer state.
+
+    Read onto CPU whatever device wrote it; the adapter weights are copied into the
+    model's parameters and ``optimizer.load_state_dict`` moves its state to theirs."""
     ck = Path(out) / "checkpoint"
-    state = torch.load(ck / "trainer.pt", weights_only=False)
+    state = torch.load(ck / "trainer.pt", weights_only=False, map_location="cpu")
     for name in adapters:
         load_adapter_weights(model, name, ck / name)
     optimizer.load_state_dict(state["optimizer"])

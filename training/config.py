@@ -163,7 +163,9 @@ class _Common:
     schedule: str = _h("cosine", "LR schedule after warm-up: cosine, linear or constant.")
     min_lr_ratio: float = _h(0.1, "Final LR as a fraction of the peak (cosine/linear).")
     grad_clip: float = _h(1.0, "Gradient-norm clip (0 = off).")
-    bf16: bool = _h(True, "CPU bfloat16 autocast for forward/backward and generation.")
+    device: str = _h("auto", "Training device: 'auto' (cuda:<LOCAL_RANK> when CUDA is available, else "
+                     "cpu), 'cpu', 'cuda' (= cuda:<LOCAL_RANK>) or 'cuda:N' (one process only).")
+    bf16: bool = _h(True, "bfloat16 autocast (on the training device) for forward/backward and generation.")
     threads: int = _h(0, "torch CPU threads (0 = leave torch's default).")
     save_every: int = _h(25, "Write a resumable checkpoint every N steps (and at the end).")
     log_every: int = _h(1, "Print progress every N steps (the JSONL log gets every step).")
@@ -189,6 +191,9 @@ class _Common:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         _nonneg("grad_clip", self.grad_clip)
         _nonneg("threads", self.threads)
+        from training.distributed import resolve_device
+
+        resolve_device(self.device)  # its own one-line error: bad value, no CUDA, no such GPU
         _pos("save_every", self.save_every)
         _pos("log_every", self.log_every)
         if self.init_adapter is not None and not (Path(self.init_adapter) / "adapter_config.json").is_file():

@@ -13,8 +13,13 @@ the same update, so the weights stay replicated; logs and checkpoints come from 
 In a single process (no ``WORLD_SIZE`` > 1 in the environment) every helper is the
 identity or a no-op and neither ``accelerate`` nor ``torch.distributed`` is touched.
 With several processes the process group is created through ``accelerate.PartialState``
-(``env://`` rendezvous, as both launchers set it up; gloo, since the trainers run on
-CPU), so ``accelerate`` is needed: the ``train`` extra, ``pip install 'dara[train]'``.
+(``env://`` rendezvous, as both launchers set it up), so ``accelerate`` is needed: the
+``train`` extra, ``pip install 'dara[train]'``.
+
+Devices: :func:`resolve_device` turns the config's ``device`` into this process's
+``torch.device`` (``auto``/``cuda`` = ``cuda:<LOCAL_RANK>``, one GPU per process), and
+:func:`world` joins the group with the backend that device needs (:func:`backend_for`:
+nccl on CUDA, gloo on CPU); the collectives then run on tensors on that device.
 """
 
 from __future__ import annotations
@@ -61,21 +66,98 @@ def launched_size() -> int:
         raise ValueError(f"WORLD_SIZE must be an integer, got {raw!r}") from None
 
 
-def world() -> World:
+def launched_local_rank() -> int:
+    """This process's index on its machine (``LOCAL_RANK``, as torchrun and accelerate set
+    it; 0 in a single process): which GPU it gets."""
+    raw = os.environ.get("LOCAL_RANK", "0")
+    try:
+        rank = int(raw)
+    except ValueError:
+        raise ValueError(f"LOCAL_RANK must be an integer, got {raw!r}") from None
+    if rank < 0:
+        raise ValueError(f"LOCAL_RANK must be >= 0, got {rank}")
+    return rank
+
+
+DEVICE_HELP = "'auto' (cuda:<LOCAL_RANK> when CUDA is available, else cpu), 'cpu', 'cuda' or 'cuda:N'"
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """This process's training device from the config's ``device`` (:data:`DEVICE_HELP`).
+
+    ``auto`` and ``cuda`` give every process of a data-parallel run its own GPU, the one
+    of its ``LOCAL_RANK``; ``cuda:N`` pins the process to GPU N, so it is only for a single
+    process (NCCL cannot run two ranks on one GPU). Raises a one-line ``ValueError`` for
+    a malformed value, CUDA asked on a machine without it, or a GPU that does not exist.
+    """
+    raw = str(spec).strip().lower()
+    if raw == "cpu":
+        return torch.device("cpu")
+    if raw == "auto" and not torch.cuda.is_available():
+        return torch.device("cpu")
+    index: int | None = None
+    if raw not in ("auto", "cuda"):
+        kind, _, num = raw.partition(":")
+        if kind != "cuda" or not num.isdigit():
+            raise ValueError(f"device must be {DEVICE_HELP}, got {spec!r}")
+        index = int(num)
+    if not torch.cuda.is_available():
+        raise ValueError(f"device={spec!r} asks for CUDA but torch.cuda.is_available() is False on this "
+                         "machine (CPU-only torch build or no GPU); use --device cpu or auto")
+    count = torch.cuda.device_count()
+    if index is None:
+        index = launched_local_rank()
+        if index >= count:
+            raise ValueError(f"device={spec!r}: LOCAL_RANK {index} needs GPU {index} but this machine has "
+                             f"{count}; launch at most {count} processes per machine")
+        return torch.device("cuda", index)
+    if index >= count:
+        raise ValueError(f"device={spec!r}: this machine has {count} GPU(s) (cuda:0..cuda:{count - 1})")
+    if launched_size() > 1:
+        raise ValueError(f"device={spec!r} puts all {launched_size()} processes on one GPU; use 'cuda' or "
+                         "'auto' (each process takes cuda:<LOCAL_RANK>)")
+    return torch.device("cuda", index)
+
+
+def backend_for(device: torch.device | str) -> str:
+    """The ``torch.distributed`` backend for collectives on ``device``: nccl on CUDA, gloo on CPU."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return "nccl"
+    if kind == "cpu":
+        return "gloo"
+    raise ValueError(f"no process-group backend for device type {kind!r} (only cpu and cuda)")
+
+
+_DEVICE = torch.device("cpu")  # where the collectives' own tensors live (set by world())
+
+
+def world(device: torch.device | str | None = None) -> World:
     """This process's :class:`World`; with several processes, joins the process group
-    (once) through ``accelerate.PartialState``."""
-    global _INITIALISED
+    (once) through ``accelerate.PartialState``, with :func:`backend_for` ``device``'s
+    backend (``device`` default: ``resolve_device("auto")``)."""
+    global _INITIALISED, _DEVICE
     if _INITIALISED is not None:
+        if device is not None and backend_for(device) != backend_for(_DEVICE):
+            raise RuntimeError(f"the process group was created for {_DEVICE.type} ({backend_for(_DEVICE)}); "
+                               f"it cannot also serve device {device}")
         return _INITIALISED
     n = launched_size()
     if n <= 1:
         return World()
+    device = resolve_device() if device is None else torch.device(device)
+    backend = backend_for(device)
     try:
         from accelerate import PartialState
     except ImportError as e:
         raise MissingAccelerate(f"{n} processes were launched but accelerate is not installed: "
                                 "pip install 'dara[train]'") from e
-    state = PartialState(cpu=True)  # the trainers run on CPU: gloo, whatever GPUs exist
+    # cpu=True keeps accelerate off the GPUs (gloo, even where CUDA exists); on CUDA the
+    # resolved GPU becomes the current device, the one NCCL collectives and barriers use
+    state = PartialState(cpu=device.type == "cpu", backend=backend)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    _DEVICE = device
     _INITIALISED = World(rank=int(state.process_index), size=int(state.num_processes))
     return _INITIALISED
 
@@ -90,12 +172,13 @@ def check_split(n: int, name: str, size: int | None = None) -> None:
 
 def shutdown() -> None:
     """Leave the process group (at the end of a run; nothing to do in a single process)."""
-    global _INITIALISED
+    global _INITIALISED, _DEVICE
     if _INITIALISED is not None:
         from accelerate import PartialState
 
         PartialState().destroy_process_group()
         _INITIALISED = None
+        _DEVICE = torch.device("cpu")
 
 
 # ---------------------------------------------------------------------------------------
@@ -106,7 +189,8 @@ def _distributed() -> bool:
 
 
 def sum_tensor(t: torch.Tensor) -> torch.Tensor:
-    """``t`` summed over ranks (a new tensor; ``t`` itself in a single process)."""
+    """``t`` summed over ranks (a new tensor; ``t`` itself in a single process); ``t`` is
+    on this process's device (a CUDA tensor under nccl)."""
     if not _distributed():
         return t
     import torch.distributed as dist
@@ -120,7 +204,7 @@ def sum_floats(values: Sequence[float]) -> list[float]:
     """Each value summed over ranks (one all-reduce, float64)."""
     if not _distributed():
         return [float(v) for v in values]
-    return sum_tensor(torch.tensor([float(v) for v in values], dtype=torch.float64)).tolist()
+    return sum_tensor(torch.tensor([float(v) for v in values], dtype=torch.float64, device=_DEVICE)).tolist()
 
 
 def max_floats(values: Sequence[float]) -> list[float]:
@@ -129,7 +213,7 @@ def max_floats(values: Sequence[float]) -> list[float]:
         return [float(v) for v in values]
     import torch.distributed as dist
 
-    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_DEVICE)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t.tolist()
 
@@ -148,6 +232,7 @@ def all_reduce_grads(params: Iterable[torch.nn.Parameter]) -> None:
 
     The losses are normalised by global denominators, so the sum (not the mean) is the
     whole batch's gradient. A parameter without a gradient on this rank counts as zeros.
+    The flat buffer is on the parameters' device (a GPU under nccl).
     """
     if not _distributed():
         return

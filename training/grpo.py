@@ -166,8 +166,9 @@ class RowSeededSampler:
 
             scores = TopPLogitsWarper(self.top_p)(input_ids, scores)
         V = scores.shape[-1]
+        # drawn on CPU (per-row generators: the same noise on any device), then moved
         u = torch.stack([torch.rand(V, generator=g) for g in self.gens]).clamp_(1e-20, 1.0)
-        return scores - torch.log(-torch.log(u))
+        return scores - torch.log(-torch.log(u)).to(scores.device)
 
 
 def row_seeds(seed: int, step: int, rows: range | list[int]) -> list[int]:
@@ -193,7 +194,7 @@ def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seeds: list
 
     if len(seeds) != len(prompt_ids):
         raise ValueError(f"sample: {len(seeds)} seeds for {len(prompt_ids)} prompts")
-    ids, mask = common.left_pad(prompt_ids, tok.pad_token_id)
+    ids, mask = common.left_pad(prompt_ids, tok.pad_token_id, common.model_device(model))
     procs = []
     if answer_formats is not None:
         from policies.constrained import AnswerFormatProcessor, answer_pattern
@@ -203,7 +204,7 @@ def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seeds: list
     fill = filler_id(tok)
     common.use_adapter(model, POLICY)
     model.eval()
-    with common.autocast(cfg.bf16):
+    with common.autocast(cfg.bf16, ids.device):
         gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, top_k=None, top_p=None,
                              temperature=None, max_new_tokens=max_new_tokens or cfg.max_new_tokens,
                              pad_token_id=fill, eos_token_id=tok.eos_token_id,
@@ -254,7 +255,7 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
     t_gen = time.time() - t0
     total, terms, parsed = score(texts, prompts.requests, prompts.mroi, enc, cfg.reward,
                                  value_fn=prompts.value, best_value=prompts.best_value())
-    rewards = torch.tensor(total, dtype=torch.float32).view(len(mine), G)
+    rewards = torch.tensor(total, dtype=torch.float32, device=cmask.device).view(len(mine), G)
     adv = group_advantages(rewards, cfg.adv_eps).view(-1)
 
     # --- log-probs of the sampled tokens -----------------------------------------------
@@ -291,7 +292,7 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
         common.copy_adapter(model, POLICY, REF, cfg.ref_sync_alpha)
 
     # --- the log row, from every rank's rows (rank order = the step's row order) ---------
-    mine_rows = {"total": total, "ok": parsed.ok, "len": cmask.sum(1).numpy(),
+    mine_rows = {"total": total, "ok": parsed.ok, "len": cmask.sum(1).cpu().numpy(),
                  "hold": hold_env_term(prompts.requests, cfg.reward.env_alpha),
                  **{k: terms[k] for k in TERMS + ("regret", "value_gain", "answer_regret")}}
     parts = distributed.gather(mine_rows)
@@ -337,7 +338,8 @@ def log_row(step: int, rows: dict[str, np.ndarray], P: int, G: int, first: dict,
 def setup(cfg: GRPOConfig):
     """Model with ``policy`` + ``ref`` adapters, optimizer over the policy's LoRA weights."""
     common.setup_torch(cfg.threads, cfg.seed)
-    model, tok = common.load_model(cfg.base, cfg.lora, cfg.init_adapter, adapters=(POLICY, REF), seed=cfg.seed)
+    model, tok = common.load_model(cfg.base, cfg.lora, cfg.init_adapter, adapters=(POLICY, REF), seed=cfg.seed,
+                                   device=distributed.resolve_device(cfg.device))
     common.use_adapter(model, POLICY)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -347,7 +349,7 @@ def setup(cfg: GRPOConfig):
 def train(cfg: GRPOConfig, progress: bool = True, model_bundle=None) -> Path:
     """Run GRPO-A for ``cfg.steps`` steps; returns the final adapter directory."""
     cfg.validate()
-    world = distributed.world()
+    world = distributed.world(distributed.resolve_device(cfg.device))  # nccl on CUDA, gloo on CPU
     world.shard(cfg.prompts_per_step, "prompts_per_step")  # fail before loading anything
     progress = progress and world.is_main
     out = cfg.out_dir
@@ -368,6 +370,7 @@ def train(cfg: GRPOConfig, progress: bool = True, model_bundle=None) -> Path:
     if progress:
         m = "never" if cfg.ref_sync_every == 0 else cfg.ref_sync_every
         print(f"[grpo] role={cfg.role} encoding={cfg.resolved_encoding} base={cfg.base} "
+              f"device={common.model_device(model)} "
               f"P={cfg.prompts_per_step} G={cfg.group_size} beta={cfg.beta} M={m} mu={cfg.mu} "
               f"steps {start + 1}..{cfg.steps}{f' over {world.size} processes' if world.size > 1 else ''}",
               flush=True)

@@ -5,7 +5,7 @@ seed and step), asks the teacher (default ``local-model``, which sees only the w
 prompt shows, never the oracle) for a feasible allocation, and trains the LoRA adapter on
 ``format_target(request, teacher allocation)`` + EOS with a completion-only loss.
 
-CPU speed recipe (measured in docs/training.md): bf16 autocast, left padding so completions end
+Speed recipe (measured on CPU in docs/training.md): bf16 autocast, left padding so completions end
 together, logits only on completion positions (``logits_to_keep``), LoRA on the top
 layers only. Checkpoints (adapter, optimizer, rng states, step) every ``save_every``
 steps; ``resume=True`` continues from ``OUT/checkpoint``. ``OUT/log.jsonl`` gets one line
@@ -31,8 +31,9 @@ from training.config import SFTConfig, to_dict
 from training.rollouts import PromptSource
 
 
-def build_batch(prompts, teacher_alloc, tok, encoding: str):
-    """``(input_ids, attention_mask, k, completion_mask)`` for a batch of prompts + targets.
+def build_batch(prompts, teacher_alloc, tok, encoding: str, device: torch.device | str = "cpu"):
+    """``(input_ids, attention_mask, k, completion_mask)`` for a batch of prompts + targets,
+    on ``device`` (the model's).
 
     Rows are left-padded so every completion ends at the last position; ``k`` is the
     longest completion (target + EOS) and ``completion_mask`` ``(B, k)`` is 1 exactly on
@@ -44,12 +45,12 @@ def build_batch(prompts, teacher_alloc, tok, encoding: str):
     c_ids = [tok(format_target(r, a, encoding), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
              for r, a in zip(prompts.requests, teacher_alloc)]
     seqs = [p + c for p, c in zip(p_ids, c_ids)]
-    ids, mask = common.left_pad(seqs, tok.pad_token_id)
+    ids, mask = common.left_pad(seqs, tok.pad_token_id, device)
     k = max(len(c) for c in c_ids)
     cmask = torch.zeros((len(seqs), k), dtype=torch.float32)
     for i, c in enumerate(c_ids):
         cmask[i, k - len(c):] = 1.0
-    return ids, mask, k, cmask
+    return ids, mask, k, cmask.to(device)
 
 
 def sft_loss(model, ids, mask, k, cmask, bf16: bool, n_tokens: torch.Tensor | None = None) -> torch.Tensor:
@@ -64,14 +65,16 @@ def sft_loss(model, ids, mask, k, cmask, bf16: bool, n_tokens: torch.Tensor | No
 def train(cfg: SFTConfig, progress: bool = True) -> Path:
     """Run SFT; returns the final adapter directory ``cfg.out/adapter``."""
     cfg.validate()
-    world = distributed.world()
+    device = distributed.resolve_device(cfg.device)
+    world = distributed.world(device)
     mine = world.shard(cfg.batch_size, "batch_size")  # this rank's rows of every step's batch
     progress = progress and world.is_main
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
     common.setup_torch(cfg.threads, cfg.seed)
     enc = cfg.resolved_encoding
-    model, tok = common.load_model(cfg.base, cfg.lora, cfg.init_adapter, adapters=(common.POLICY,), seed=cfg.seed)
+    model, tok = common.load_model(cfg.base, cfg.lora, cfg.init_adapter, adapters=(common.POLICY,), seed=cfg.seed,
+                                   device=device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
@@ -88,7 +91,7 @@ def train(cfg: SFTConfig, progress: bool = True) -> Path:
     src = PromptSource(cfg.rollout, cfg.role, seed=cfg.seed)
     n_train = sum(p.numel() for p in params)
     if progress:
-        print(f"[sft] role={cfg.role} encoding={enc} base={cfg.base} trainable={n_train:,} "
+        print(f"[sft] role={cfg.role} encoding={enc} base={cfg.base} device={device} trainable={n_train:,} "
               f"steps {start + 1}..{cfg.steps} batch={cfg.batch_size}"
               f"{f' over {world.size} processes' if world.size > 1 else ''}", flush=True)
     t_run = time.time()
@@ -96,7 +99,7 @@ def train(cfg: SFTConfig, progress: bool = True) -> Path:
         t0 = time.time()
         prompts = src.batch(cfg.batch_size, step).rows(mine)  # this rank's slice of the step
         target = prompts.teacher(cfg.teacher)
-        ids, mask, k, cmask = build_batch(prompts, target, tok, enc)
+        ids, mask, k, cmask = build_batch(prompts, target, tok, enc, device)
         lr = cfg.lr_at(step)
         common.set_lr(opt, lr)
         distributed.seed_rank_rng(cfg.seed, step)  # independent dropout masks per rank
