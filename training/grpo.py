@@ -220,8 +220,9 @@ def step_seed(seed: int, step: int) -> int:
     return (int(seed) * 1_000_003 + int(step) * 7919) % (2**63 - 1)
 
 
-def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step: int) -> dict:
-    """One GRPO-A step (sample, score, mu updates, maybe refresh ref); returns the log row."""
+def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step: int, rollouts=None) -> dict:
+    """One GRPO-A step (sample, score, mu updates, maybe refresh ref); returns the log row.
+    ``rollouts`` (:class:`training.vllm_rollouts.VLLMRollouts`) samples with vLLM instead."""
     from policies.prompts import encode
 
     t0 = time.time()
@@ -234,7 +235,10 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
     formats = ([(r.task.periods, enc in DELTA_ENCODINGS) for r in prompts.requests] if cfg.constrained else None)
     cap = cfg.completion_cap([r.task.periods for r in prompts.requests])
     seeds = row_seeds(cfg.seed, step, range(P * G))
-    ids, mask, comp, cmask, texts = sample(model, tok, p_ids, cfg, seeds, formats, cap)
+    if rollouts is None:
+        ids, mask, comp, cmask, texts = sample(model, tok, p_ids, cfg, seeds, formats, cap)
+    else:
+        ids, mask, comp, cmask, texts = rollouts.sample(model, tok, p_ids, cfg, seeds, formats, cap, step)
     t_gen = time.time() - t0
     total, terms, parsed = score(texts, prompts.requests, prompts.mroi, enc, cfg.reward,
                                  value_fn=prompts.value, best_value=prompts.best_value())
@@ -262,6 +266,7 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
         opt.step()
         if it == 0:
             first = {"loss": float(loss.detach()), "grad_norm": gnorm, **stats}
+            first_lp = lp.detach()
 
     # --- adaptive reference --------------------------------------------------------------
     refreshed = cfg.refresh_due(step)
@@ -293,6 +298,8 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
         "train/s_generate": t_gen,
         "time": time.time(),
     }
+    if rollouts is not None:
+        row.update(rollouts.compare(first_lp, cmask))
     return row
 
 
@@ -310,7 +317,16 @@ def setup(cfg: GRPOConfig):
 
 
 def train(cfg: GRPOConfig, progress: bool = True, model_bundle=None) -> Path:
-    """Run GRPO-A for ``cfg.steps`` steps; returns the final adapter directory."""
+    """Run GRPO-A for ``cfg.steps`` steps; returns the final adapter directory. With
+    ``rollout_engine vllm`` one vLLM engine samples every step and is shut down when the
+    run ends, also on error (``training.vllm_rollouts``)."""
+    from training.vllm_rollouts import rollout_session
+
+    with rollout_session(cfg) as rollouts:
+        return _train(cfg, progress, model_bundle, rollouts)
+
+
+def _train(cfg: GRPOConfig, progress: bool, model_bundle, rollouts) -> Path:
     cfg.validate()
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -330,7 +346,7 @@ def train(cfg: GRPOConfig, progress: bool = True, model_bundle=None) -> Path:
               f"P={cfg.prompts_per_step} G={cfg.group_size} beta={cfg.beta} M={m} mu={cfg.mu} "
               f"steps {start + 1}..{cfg.steps}", flush=True)
     for step in range(start + 1, cfg.steps + 1):
-        row = train_step(model, tok, opt, params, src, cfg, step)
+        row = train_step(model, tok, opt, params, src, cfg, step, rollouts)
         log.write(row)
         if progress and (step % cfg.log_every == 0 or step == cfg.steps):
             print(f"[grpo] step {step}/{cfg.steps} reward {row['train/reward']:.3f} "
