@@ -8,6 +8,7 @@ then command-line flags. Flags are generated from the fields (``ref_sync_every``
   windows are chained (shared by SFT and GRPO).
 - :class:`RewardConfig` — coefficients of the composite reward (``training.rewards``).
 - :class:`LoraConfig` — the adapter's shape (rank, which layers).
+- :class:`VLLMRolloutConfig` — the vLLM engine of GRPO rollouts (``rollout_engine vllm``).
 - :class:`SFTConfig`, :class:`GRPOConfig` — the two trainers; each holds the three above.
 
 Derived values are properties; ``validate()`` raises ``ValueError`` naming the field and
@@ -27,7 +28,7 @@ from policies.prompts import ROLES
 from tools.config_flags import add_flags, build_config, check_nonnegative as _nonneg, check_positive as _pos
 from tools.config_flags import described, from_dict, read_file, to_dict
 
-__all__ = ["RolloutConfig", "RewardConfig", "LoraConfig", "SFTConfig", "GRPOConfig", "ROLES",
+__all__ = ["RolloutConfig", "RewardConfig", "LoraConfig", "VLLMRolloutConfig", "SFTConfig", "GRPOConfig", "ROLES",
            "add_flags", "build_config", "build_train_config", "from_dict", "read_file", "to_dict"]
 
 
@@ -147,6 +148,28 @@ class LoraConfig:
         _nonneg("top_layers", self.top_layers)
         if not self.target_modules:
             raise ValueError("target_modules must not be empty")
+
+
+ROLLOUT_ENGINES = ("hf", "vllm")
+VLLM_DTYPES = ("float32", "bfloat16")
+
+
+@dataclass
+class VLLMRolloutConfig:
+    """The vLLM engine of GRPO rollouts (``training.vllm_rollouts``; ``rollout_engine vllm``)."""
+
+    dtype: str = _h("float32", "vLLM weight dtype: float32 (the trainer's weights exactly) or bfloat16.")
+    max_model_len: int = _h(2048, "Longest prompt + completion (tokens) the engine accepts.")
+    kv_cache_gib: int = _h(1, "CPU KV cache of the engine (GiB).")
+    lp_tol: float = _h(0.1, "Tolerance (nats) of train/vllm_lp_mismatch: the share of completion "
+                       "tokens whose vLLM and trainer log-probs differ by more than this.")
+
+    def validate(self) -> None:
+        if self.dtype not in VLLM_DTYPES:
+            raise ValueError(f"vllm.dtype must be one of {', '.join(VLLM_DTYPES)}, got {self.dtype!r}")
+        _pos("vllm.max_model_len", self.max_model_len)
+        _pos("vllm.kv_cache_gib", self.kv_cache_gib)
+        _pos("vllm.lp_tol", self.lp_tol)
 
 
 @dataclass
@@ -269,6 +292,11 @@ class GRPOConfig(_Common):
     adv_eps: float = _h(1e-4, "eps in (R - mean) / (std + eps).")
     grad_clip: float = _h(0.1, "Gradient-norm clip (0 = off).")
     save_every: int = _h(10, "Write a resumable checkpoint every N steps (and at the end).")
+    rollout_engine: str = _h("hf", "What samples the completions: hf (the trainer's own generate) or "
+                             "vllm (a vLLM engine given the current policy adapter every step; the "
+                             "loss still uses log-probs the trainer recomputes).")
+    vllm: VLLMRolloutConfig = field(default_factory=VLLMRolloutConfig,
+                                    metadata={"description": "vLLM rollouts (rollout_engine vllm)"})
     reward: RewardConfig = field(default_factory=RewardConfig, metadata={"description": "reward coefficients"})
 
     def validate(self) -> None:
@@ -292,6 +320,9 @@ class GRPOConfig(_Common):
         if self.loss_agg not in ("token", "sequence"):
             raise ValueError(f"loss_agg must be 'token' or 'sequence', got {self.loss_agg!r}")
         _pos("adv_eps", self.adv_eps)
+        if self.rollout_engine not in ROLLOUT_ENGINES:
+            raise ValueError(f"rollout_engine must be one of {', '.join(ROLLOUT_ENGINES)}, got {self.rollout_engine!r}")
+        self.vllm.validate()
         self.reward.validate()
 
     @property

@@ -231,11 +231,12 @@ def step_seed(seed: int, step: int) -> int:
     return (int(seed) * 1_000_003 + int(step) * 7919) % (2**63 - 1)
 
 
-def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step: int) -> dict:
+def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step: int, rollouts=None) -> dict:
     """One GRPO-A step (sample, score, mu updates, maybe refresh ref); returns the log row.
 
     Data-parallel, this rank works on its slice of the step's prompts; the gradients, the
     loss statistics and the log row cover the whole step (every rank returns the same row).
+    ``rollouts`` (:class:`training.vllm_rollouts.VLLMRollouts`) samples with vLLM instead.
     """
     from policies.prompts import encode
 
@@ -251,7 +252,10 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
     formats = ([(r.task.periods, enc in DELTA_ENCODINGS) for r in prompts.requests] if cfg.constrained else None)
     cap = cfg.completion_cap([r.task.periods for r in step_prompts.requests])  # the step's, on every rank
     seeds = row_seeds(cfg.seed, step, range(mine.start * G, mine.stop * G))  # global row indices
-    ids, mask, comp, cmask, texts = sample(model, tok, p_ids, cfg, seeds, formats, cap)
+    if rollouts is None:
+        ids, mask, comp, cmask, texts = sample(model, tok, p_ids, cfg, seeds, formats, cap)
+    else:
+        ids, mask, comp, cmask, texts = rollouts.sample(model, tok, p_ids, cfg, seeds, formats, cap, step)
     t_gen = time.time() - t0
     total, terms, parsed = score(texts, prompts.requests, prompts.mroi, enc, cfg.reward,
                                  value_fn=prompts.value, best_value=prompts.best_value())
@@ -284,6 +288,7 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
             (loss_sum,) = distributed.sum_floats([loss.detach()])
             kl, clip_frac = distributed.weighted_means([stats["kl"], stats["clip_frac"]], float(cmask.sum()))
             first = {"loss": loss_sum, "grad_norm": gnorm, "kl": kl, "clip_frac": clip_frac}
+            first_lp = lp.detach()
 
     # --- adaptive reference --------------------------------------------------------------
     refreshed = cfg.refresh_due(step)
@@ -297,7 +302,10 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
                  **{k: terms[k] for k in TERMS + ("regret", "value_gain", "answer_regret")}}
     parts = distributed.gather(mine_rows)
     rows = {k: np.concatenate([part[k] for part in parts]) for k in mine_rows}
-    return log_row(step, rows, P, G, first, lr, refreshed, time.time() - t0, t_gen)
+    row = log_row(step, rows, P, G, first, lr, refreshed, time.time() - t0, t_gen)
+    if rollouts is not None:
+        row.update(rollouts.compare(first_lp, cmask))
+    return row
 
 
 def log_row(step: int, rows: dict[str, np.ndarray], P: int, G: int, first: dict, lr: float,
@@ -347,10 +355,22 @@ def setup(cfg: GRPOConfig):
 
 
 def train(cfg: GRPOConfig, progress: bool = True, model_bundle=None) -> Path:
-    """Run GRPO-A for ``cfg.steps`` steps; returns the final adapter directory."""
+    """Run GRPO-A for ``cfg.steps`` steps; returns the final adapter directory. With
+    ``rollout_engine vllm`` one vLLM engine samples every step and is shut down when the
+    run ends, also on error (``training.vllm_rollouts``)."""
+    from training.vllm_rollouts import rollout_session
+
+    with rollout_session(cfg) as rollouts:
+        return _train(cfg, progress, model_bundle, rollouts)
+
+
+def _train(cfg: GRPOConfig, progress: bool, model_bundle, rollouts) -> Path:
     cfg.validate()
     world = distributed.world(distributed.resolve_device(cfg.device))  # nccl on CUDA, gloo on CPU
     world.shard(cfg.prompts_per_step, "prompts_per_step")  # fail before loading anything
+    if world.size > 1 and rollouts is not None:
+        raise ValueError("--rollout-engine vllm runs in one process for now (every rank would start its "
+                         "own engine); use --rollout-engine hf with several processes")
     progress = progress and world.is_main
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -375,7 +395,7 @@ def train(cfg: GRPOConfig, progress: bool = True, model_bundle=None) -> Path:
               f"steps {start + 1}..{cfg.steps}{f' over {world.size} processes' if world.size > 1 else ''}",
               flush=True)
     for step in range(start + 1, cfg.steps + 1):
-        row = train_step(model, tok, opt, params, src, cfg, step)
+        row = train_step(model, tok, opt, params, src, cfg, step, rollouts)
         if log is not None:
             log.write(row)
         if progress and (step % cfg.log_every == 0 or step == cfg.steps):

@@ -3,7 +3,8 @@
 - ``local`` — transformers + PEFT, multi-adapter, batched (:mod:`policies.backends.local`).
 - ``vllm`` — vLLM offline engine with a ``LoRARequest`` per role
   (:mod:`policies.backends.vllm_backend`; the engine subprocess in ``vllm_engine`` /
-  ``vllm_worker``, model and adapter directories in ``vllm_setup``).
+  ``vllm_worker``, model and adapter directories in ``vllm_setup``, the answer-format
+  constraint as a vLLM logits processor in ``vllm_answer_format``).
 - ``openai`` — an OpenAI-compatible server (``vllm serve --enable-lora``, started by
   :mod:`policies.backends.vllm_server`) through ``langchain-openai``, adapter chosen by
   model name (:mod:`policies.backends.openai_backend`).

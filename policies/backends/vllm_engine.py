@@ -213,6 +213,43 @@ class VLLMEngine:
         }
         return self._call(req)["outputs"]
 
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], lora: Mapping[str, Any] | None,
+                     max_new_tokens: int, temperature: float, top_p: float, seeds: Sequence[int | None],
+                     stop: Sequence[str] | None = DEFAULT_STOP,
+                     answer_formats: Sequence[tuple[int, bool] | None] | None = None,
+                     drop_lora_ids: Sequence[int] = ()) -> list[dict]:
+        """``[{"token_ids", "logprobs", "text", "finish_reason"}]`` per token-id prompt.
+
+        For callers that tokenise themselves and need the sampled ids (a trainer): the
+        prompts go in as ids (no chat template here), ``lora`` is ``{"name", "id",
+        "path"}`` used as given (a new ``id`` makes vLLM load the directory afresh), and
+        each token comes with vLLM's log-prob of it at temperature 1, unconstrained.
+        ``answer_formats`` (``(T, signed)`` or ``None`` per prompt) constrain sampling
+        to the answer format; the engine must have been started with
+        ``logits_processors=[policies.backends.vllm_answer_format.ANSWER_FORMAT_PROCESSOR]``.
+        ``drop_lora_ids`` are unloaded first.
+        """
+        n = len(prompt_ids)
+        formats = list(answer_formats) if answer_formats is not None else [None] * n
+        if len(seeds) != n or len(formats) != n:
+            raise ValueError(f"generate_ids: {n} prompts but {len(seeds)} seeds and {len(formats)} answer formats")
+        if not n:
+            return []
+        if lora is not None:
+            self._adapter_ref(lora["path"])  # validates the directory
+        if not self.alive:
+            self.start()
+        req = {
+            "op": "generate_ids", "prompt_ids": [list(map(int, p)) for p in prompt_ids],
+            "lora": None if lora is None else {"name": str(lora["name"]), "id": int(lora["id"]),
+                                               "path": str(Path(lora["path"]).resolve())},
+            "drop_lora_ids": [int(i) for i in drop_lora_ids],
+            "max_new_tokens": int(max_new_tokens), "temperature": float(temperature), "top_p": float(top_p),
+            "seeds": [None if s is None else int(s) for s in seeds], "stop": list(stop or []),
+            "answer_formats": [None if f is None else [int(f[0]), bool(f[1])] for f in formats],
+        }
+        return self._call(req)["outputs"]
+
     def generate_texts(self, messages_batch, adapter=None, max_new_tokens: int = 64,
                        temperature: float = 0.0, seed: int | None = 0,
                        stop: Sequence[str] | None = DEFAULT_STOP, **kw) -> list[str]:

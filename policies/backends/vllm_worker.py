@@ -9,7 +9,11 @@ Messages: the parent sends ``{"model", "adapters", "engine_kwargs"}`` first and 
 ``{"status": "ready", ...}`` (or ``"error"``); then ``{"op": "generate", "messages",
 "adapter", "max_new_tokens", "temperature", "top_p", "seeds", "stop"}`` gets
 ``{"status": "ok", "outputs": [{"text", "n_tokens", "finish_reason"}]}``; ``{"op":
-"close"}`` or EOF on stdin ends the worker.
+"generate_ids", "prompt_ids", "lora", "drop_lora_ids", "max_new_tokens", "temperature",
+"top_p", "seeds", "stop", "answer_formats"}`` (token-id prompts, an explicit
+``LoRARequest``, an optional answer format per prompt) gets ``{"status": "ok",
+"outputs": [{"token_ids", "logprobs", "text", "finish_reason"}]}``; ``{"op": "close"}``
+or EOF on stdin ends the worker.
 
 A fresh interpreter started with ``-m`` has a guarded ``__main__`` and nothing else in
 it, so vLLM's own engine-core processes start cleanly whoever the caller is.
@@ -75,6 +79,43 @@ def _generate(llm, loras: dict[str, Any], req: dict) -> list[dict]:  # pragma: n
              "finish_reason": o.outputs[0].finish_reason} for o in outs]
 
 
+def _generate_ids(llm, req: dict) -> list[dict]:  # pragma: no cover - subprocess
+    """Sample from token-id prompts with the caller's own ``LoRARequest`` (a new id per
+    adapter version, so vLLM never serves a cached older one) and return the sampled
+    token ids with their log-probs before temperature, top-p and the answer-format
+    constraint (:mod:`policies.backends.vllm_answer_format`, applied after vLLM takes
+    them)."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+    from vllm.lora.request import LoRARequest
+
+    from policies.backends.vllm_answer_format import ANSWER_FORMAT_ARG
+
+    for lora_id in req.get("drop_lora_ids") or []:
+        llm.llm_engine.remove_lora(int(lora_id))
+    lora = req.get("lora")
+    lr = LoRARequest(lora["name"], int(lora["id"]), lora["path"]) if lora else None
+    sps = [SamplingParams(
+        temperature=req["temperature"], top_p=req["top_p"], max_tokens=req["max_new_tokens"],
+        seed=None if seed is None else int(seed), stop=req["stop"] or None,
+        include_stop_str_in_output=True, logprobs=0,
+        extra_args=None if fmt is None else {ANSWER_FORMAT_ARG: list(fmt)},
+    ) for seed, fmt in zip(req["seeds"], req["answer_formats"])]
+    prompts = [TokensPrompt(prompt_token_ids=[int(t) for t in p]) for p in req["prompt_ids"]]
+    outs = llm.generate(prompts, sps, lora_request=lr, use_tqdm=False)
+    res = []
+    for o in outs:
+        c = o.outputs[0]
+        ids = [int(t) for t in c.token_ids]
+        lps = [float(d[t].logprob) for t, d in zip(ids, c.logprobs)]
+        res.append({"token_ids": ids, "logprobs": lps, "text": c.text, "finish_reason": c.finish_reason})
+    return res
+
+
+OPS = {"generate": lambda llm, loras, req: _generate(llm, loras, req),
+       "generate_ids": lambda llm, loras, req: _generate_ids(llm, req)}
+
+
 def worker_main() -> int:  # pragma: no cover - runs in the subprocess
     out = os.fdopen(os.dup(1), "wb", buffering=0)  # protocol channel (not inherited)
     os.dup2(2, 1)  # everything printed from now on (vLLM logs) goes to the log file
@@ -104,7 +145,10 @@ def worker_main() -> int:  # pragma: no cover - runs in the subprocess
         if req.get("op") == "close":
             break
         try:
-            send(out, {"status": "ok", "outputs": _generate(llm, loras, req)})
+            op = OPS.get(req.get("op", "generate"))
+            if op is None:
+                raise ValueError(f"unknown op {req.get('op')!r}; choose from {', '.join(OPS)}")
+            send(out, {"status": "ok", "outputs": op(llm, loras, req)})
         except Exception:
             send(out, {"status": "error", "error": traceback.format_exc()})
     try:
