@@ -5,6 +5,8 @@
 - ``require(module)``: optional components (vllm, langgraph-cli) are skipped when missing
   locally, but under ``CI=true`` a missing component fails the run instead of skipping.
 - No test may touch the network: ``HF_HUB_OFFLINE`` is forced on.
+- ``fake_reward``: GRPO's reward replaced by deterministic varied rewards (a random tiny
+  model never writes a parseable answer, so the real reward gives every group one value).
 - ``langgraph_dev(log)``: a real ``langgraph dev`` serving this checkout on loopback
   (the Studio and ``dara run --server`` tests).
 """
@@ -141,3 +143,25 @@ def register_policy(clean_policies):
     from graph.policy_registry import register_policy as register
 
     return register
+
+
+def fake_score(texts, requests, mroi_fn, encoding=None, cfg=None, value_fn=None, best_value=None):
+    """Deterministic varied rewards with :func:`training.rewards.score`'s signature."""
+    import zlib
+
+    import numpy as np
+
+    from training.rewards import TERMS, parse_completions
+
+    p = parse_completions(texts, requests, encoding)
+    total = np.array([(zlib.crc32(t.encode()) % 1000) / 100.0 for t in texts])
+    terms = {k: total / len(TERMS) for k in TERMS}
+    terms.update(regret=np.zeros_like(total), value_gain=np.zeros_like(total), answer_regret=np.zeros_like(total))
+    return total, terms, p
+
+
+@pytest.fixture
+def fake_reward(monkeypatch):
+    from training import grpo
+
+    monkeypatch.setattr(grpo, "score", fake_score)

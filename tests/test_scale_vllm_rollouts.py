@@ -13,7 +13,6 @@ CPU.
 from __future__ import annotations
 
 import json
-import zlib
 
 import numpy as np
 import pytest
@@ -24,20 +23,6 @@ from training import common, grpo, vllm_rollouts
 from training.config import GRPOConfig, RolloutConfig
 
 
-def _fake_score(texts, requests, mroi_fn, encoding=None, cfg=None, value_fn=None, best_value=None):
-    """Deterministic varied rewards, so every group has a learning signal."""
-    from training.rewards import TERMS, parse_completions
-
-    p = parse_completions(texts, requests, encoding)
-    total = np.array([(zlib.crc32(t.encode()) % 1000) / 100.0 for t in texts])
-    terms = {k: total / len(TERMS) for k in TERMS}
-    terms.update(regret=np.zeros_like(total), value_gain=np.zeros_like(total), answer_regret=np.zeros_like(total))
-    return total, terms, p
-
-
-@pytest.fixture
-def fake_reward(monkeypatch):
-    monkeypatch.setattr(grpo, "score", _fake_score)
 
 
 def _cfg(tmp_path, **kw) -> GRPOConfig:

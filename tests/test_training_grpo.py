@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import zlib
 
 import numpy as np
 import pytest
@@ -112,17 +111,6 @@ def test_completion_mask():
 # ---------------------------------------------------------------------------------------
 # the trainer on tiny-random
 # ---------------------------------------------------------------------------------------
-def _fake_score(texts, requests, mroi_fn, encoding=None, cfg=None, value_fn=None, best_value=None):
-    """Deterministic varied rewards (a random model never writes a parseable answer)."""
-    from training.rewards import TERMS, parse_completions
-
-    p = parse_completions(texts, requests, encoding)
-    total = np.array([(zlib.crc32(t.encode()) % 1000) / 100.0 for t in texts])
-    terms = {k: total / len(TERMS) for k in TERMS}
-    terms.update(regret=np.zeros_like(total), value_gain=np.zeros_like(total), answer_regret=np.zeros_like(total))
-    return total, terms, p
-
-
 def _cfg(tmp_path, **kw) -> GRPOConfig:
     base = dict(role="optimizer", base="tiny-random", out=str(tmp_path / "run"), steps=4, seed=0,
                 prompts_per_step=2, group_size=3, max_new_tokens=6, lr=5e-2, beta=0.04,
@@ -132,9 +120,6 @@ def _cfg(tmp_path, **kw) -> GRPOConfig:
     return GRPOConfig(**base)
 
 
-@pytest.fixture
-def fake_reward(monkeypatch):
-    monkeypatch.setattr(grpo, "score", _fake_score)
 
 
 def _rows(path):
