@@ -20,7 +20,7 @@ adapter gives ~0; the shipped adapter should give ~100%).
     python benchmarks/decisions_per_second.py --batch1-limit 16   # batch-1 rate on 16 prompts
     python benchmarks/decisions_per_second.py --n 32 --backends threads --threads 8
     python benchmarks/decisions_per_second.py --backends local,threads --periods 16 \
-        --adapter policies/adapters/optimizer --encoding delta-slope
+        --adapter training/runs/gen-sft-optimizer/adapter --encoding delta-slope
 
 ``--periods``/``--family``/``--encoding`` choose the prompts (default: the T = 6 quadratic
 prompts of the first figure); the new-token cap follows T
