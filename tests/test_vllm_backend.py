@@ -65,6 +65,19 @@ def test_lora_rank_and_adapter_validation(tmp_path):
         vllm_setup.normalize_adapters({"optimizer": tmp_path})
 
 
+def test_every_engine_schedules_whole_prefills():
+    """Seeded requests crash vLLM 0.32 on CPU after a chunked prefill, so the offline
+    engine (inference and GRPO rollouts alike) turns chunking off by default, with a
+    token budget per step that holds the longest prompt; an explicit kwarg still wins."""
+    from policies.backends.vllm_engine import VLLMEngine
+
+    eng = VLLMEngine("tiny-random", max_model_len=4096)
+    assert eng.engine_kwargs["enable_chunked_prefill"] is False
+    assert eng.engine_kwargs["max_num_batched_tokens"] == 8192
+    assert VLLMEngine("tiny-random", max_model_len=16384).engine_kwargs["max_num_batched_tokens"] == 16384
+    assert VLLMEngine("tiny-random", max_num_batched_tokens=9000).engine_kwargs["max_num_batched_tokens"] == 9000
+
+
 def test_protocol_and_messages():
     buf = io.BytesIO()
     vllm_worker.send(buf, {"op": "generate", "x": [1, 2]})

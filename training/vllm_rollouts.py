@@ -92,12 +92,7 @@ class VLLMRollouts:
         self.engine = VLLMEngine(self.cfg.base, None, kv_cache_gib=v.kv_cache_gib,
                                  log_path=self.cfg.out_dir / "vllm.log", dtype=v.dtype,
                                  max_model_len=v.max_model_len, max_lora_rank=lora_rank_for([first_adapter]),
-                                 seed=self.cfg.seed, logits_processors=[ANSWER_FORMAT_PROCESSOR],
-                                 # whole prefills only: vLLM 0.32 on CPU crashes when it discards
-                                 # a seeded request's token after a partial (chunked) prefill
-                                 # ("CPU Generator does not use offset")
-                                 enable_chunked_prefill=False,
-                                 max_num_batched_tokens=max(8192, v.max_model_len))
+                                 seed=self.cfg.seed, logits_processors=[ANSWER_FORMAT_PROCESSOR])
         self.engine.start()
 
     def publish(self, model, step: int) -> dict:

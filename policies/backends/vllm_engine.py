@@ -38,6 +38,7 @@ from policies.backends.vllm_setup import (
     normalize_adapters,
     vllm_env,
     vllm_model_dir,
+    whole_prefill_kwargs,
 )
 from policies.backends.vllm_worker import WORKER_MODULE, recv, send
 
@@ -59,6 +60,7 @@ class VLLMEngine:
         self.model_dir = str(vllm_model_dir(base))
         self.adapters = normalize_adapters(adapters)
         kw = {**DEFAULT_ENGINE_KWARGS, **engine_kwargs}
+        kw = {**whole_prefill_kwargs(kw["max_model_len"]), **kw}
         kw.setdefault("max_lora_rank", lora_rank_for(list(self.adapters.values())))
         kw["enable_lora"] = True
         self.engine_kwargs = kw

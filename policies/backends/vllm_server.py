@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from policies.backends.common import log_tail, stop_process_group
-from policies.backends.vllm_setup import log_file, lora_rank_for, normalize_adapters, vllm_env, vllm_model_dir
+from policies.backends.vllm_setup import (
+    log_file,
+    lora_rank_for,
+    normalize_adapters,
+    vllm_env,
+    vllm_model_dir,
+    whole_prefill_kwargs,
+)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -142,6 +149,8 @@ def serve_vllm(base: str | os.PathLike = "embedded", adapters: Mapping[str, str 
             "--max-lora-rank", str(max_lora_rank or lora_rank_for(list(ads.values())))]
     if enforce_eager:
         argv.append("--enforce-eager")
+    whole = whole_prefill_kwargs(max_model_len)  # seeded requests: see whole_prefill_kwargs
+    argv += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(whole["max_num_batched_tokens"])]
     if ads:
         argv += ["--lora-modules"] + [json.dumps({"name": n, "path": p}) for n, p in ads.items()]
     argv += list(extra_args)

@@ -35,6 +35,20 @@ DEFAULT_ENGINE_KWARGS: dict[str, Any] = {
     "seed": 0,
 }
 DEFAULT_KV_CACHE_GIB = 1
+MIN_BATCHED_TOKENS = 8192
+
+
+def whole_prefill_kwargs(max_model_len: int) -> dict[str, Any]:
+    """Engine arguments that make every prefill whole (no chunked prefill).
+
+    vLLM 0.32 on CPU crashes ("CPU Generator does not use offset") when it discards a
+    seeded request's token after a partial (chunked) prefill; long prompts (T = 16 with
+    five history rows) trigger it. Every DARA request is seeded, so both the offline
+    engine and ``vllm serve`` schedule whole prefills, with a token budget per step that
+    holds the longest prompt.
+    """
+    return {"enable_chunked_prefill": False,
+            "max_num_batched_tokens": max(MIN_BATCHED_TOKENS, int(max_model_len))}
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vllm.config.lora.MaxLoRARanks
 
 
