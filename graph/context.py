@@ -101,14 +101,15 @@ class Context:
     )
     reasoner_encoding: Encoding | None = field(
         default=None,
-        metadata={"description": "Prompt encoding of the Reasoner: absolute, delta or delta-slope; empty = "
-                  "the policy's default."},
+        metadata={"description": "Prompt encoding of the Reasoner: absolute, delta, delta-slope or "
+                  "delta-hint; empty = the policy's default."},
     )
     optimizer_encoding: Encoding | None = field(
         default=None,
         metadata={"description": "Prompt encoding of the Optimizer: absolute (the answer is "
-                  "the new plan), delta (the answer is a change per slot) or delta-slope (delta plus each "
-                  "slot's fitted MROI fall per unit); empty = default."},
+                  "the new plan), delta (the answer is a change per slot) delta-slope (delta plus each "
+                  "slot's fitted MROI fall per unit) or delta-hint (delta plus the change the local-model "
+                  "tool suggests); empty = default."},
     )
     window: int = field(
         default=3,

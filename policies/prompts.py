@@ -36,6 +36,11 @@ Encodings (named, per role; :data:`DEFAULT_ENCODING`)
   least-squares estimate the ``local-model`` baseline uses, same normalised scales), so
   the size of a useful move can be read off ``gap/fall`` instead of being inferred from
   three noisy plans (docs/results.md §3 records whether it helped).
+- ``delta-hint`` — ``delta`` plus the change a numeric tool suggests: ``hint=[...]``, the
+  ``local-model`` baseline's plan for this window (slopes fitted per slot, MROI
+  equalised on them, bounds kept) minus the current plan, in units of B/T. The model
+  decides how far to follow it: a small model copies numbers reliably but infers
+  slopes from three noisy rows poorly (docs/training.md, "Tool observations").
 
 The answer may be preceded by an optional short ``<reason>...</reason>``.
 
@@ -58,12 +63,13 @@ from enum import Enum
 from typing import Literal, Sequence, cast, get_args
 
 from policies.base import Decision, DecisionRequest
+from policies.observations import mroi_scale, window_fall, window_hint
 from tools.task import Record, Task
 
-Encoding = Literal["absolute", "delta", "delta-slope"]
+Encoding = Literal["absolute", "delta", "delta-slope", "delta-hint"]
 """The prompt encodings (type of an encoding name); :data:`ENCODINGS` lists them."""
 ENCODINGS: tuple[str, ...] = get_args(Encoding)
-DELTA_ENCODINGS: tuple[str, ...] = ("delta", "delta-slope")
+DELTA_ENCODINGS: tuple[str, ...] = ("delta", "delta-slope", "delta-hint")
 """Encodings whose answer is a signed change applied to the current plan."""
 DEFAULT_ENCODING: dict[str, Encoding] = {"reasoner": "absolute", "optimizer": "delta"}
 ROLES: tuple[str, ...] = ("reasoner", "optimizer")
@@ -120,29 +126,6 @@ def _bound_vec(xs: Sequence[float]) -> str:
     return "[" + ",".join("-" if not math.isfinite(x) else _f(x) for x in xs) + "]"
 
 
-def mroi_scale(window: Sequence[Record]) -> float:
-    """The MROI normaliser of a window: the largest ``|mroi|`` shown (1 if all are 0)."""
-    m = max((abs(v) for r in window for v in r.mroi), default=0.0)
-    return m if m > 0 and math.isfinite(m) else 1.0
-
-
-def window_fall(window: Sequence[Record], unit: float, scale: float) -> list[float]:
-    """Per-slot fall of normalised MROI per unit of B/T over ``window`` (``delta-slope``).
-
-    ``-slope`` from :func:`policies.baselines.local_slopes` (the ``local-model``
-    teacher's least-squares fit, with its fallbacks for slots whose spend did not vary),
-    rescaled to the prompt's units: spend in B/T, MROI divided by ``scale``.
-    """
-    import numpy as np
-
-    from policies.baselines import local_slopes
-
-    wa = np.array([[r.allocation for r in window]], float)
-    wm = np.array([[r.mroi for r in window]], float)
-    s = local_slopes(wa, wm, np.array([unit]))[0]
-    return [max(0.0, float(-x) * unit / scale) for x in s]
-
-
 def _current_units(request: DecisionRequest) -> list[float]:
     """Current plan in units of B/T (uniform when the window is empty)."""
     task = request.task
@@ -168,6 +151,11 @@ _SYSTEM_ANSWER = {
     "delta-slope": (
         " gap is m minus its mean for the current b; fall is how much m drops per unit of "
         "b added. Reply <answer>[d1,...,dT]</answer> with the change to the current b "
+        "(sum 0): move spend to high-m slots."
+    ),
+    "delta-hint": (
+        " gap is m minus its mean for the current b; hint is the change a fitted model of m "
+        "suggests. Reply <answer>[d1,...,dT]</answer> with the change to the current b "
         "(sum 0): move spend to high-m slots."
     ),
 }
@@ -203,6 +191,8 @@ def _user_prompt(request: DecisionRequest, encoding: str) -> str:
             lines.append(f"gap={_vec([v - mean for v in m])}")
             if encoding == "delta-slope":
                 lines.append(f"fall={_vec(window_fall(window, u, scale))}")
+            elif encoding == "delta-hint":
+                lines.append(f"hint={_vec(window_hint(window, task))}")
         else:
             lines.append("Current b: 1.00 in every slot.")
         lines.append("Give the change d.")
@@ -256,7 +246,7 @@ MIN_ANSWER_TOKENS = 64
 followed T, so short answers keep room for an optional ``<reason>``."""
 _ANSWER_TAG_TOKENS = 8 + 16
 """``<answer>[``, ``]</answer>`` (8 tokens with the embedded tokenizer) plus 16 of slack."""
-_TOKENS_PER_NUMBER = {"absolute": 7, "delta": 8, "delta-slope": 8}
+_TOKENS_PER_NUMBER = {"absolute": 7, "delta": 8, "delta-slope": 8, "delta-hint": 8}
 """Per number, comma included: 6 measured for the widest numbers the answer format
 allows (``99.99``, ``-99.99``) with the embedded tokenizer, plus one of margin, plus one
 more for the sign of signed answers (tokenizers that do not merge ``,-``)."""

@@ -22,8 +22,8 @@ from policies.prompts import (
     error_code,
     format_target,
     make_request,
-    mroi_scale,
 )
+from policies.observations import mroi_scale
 from tools.task import Record, Task
 
 
@@ -63,6 +63,7 @@ def test_encode_shape_and_scale_free(role, enc):
     assert "lo=" not in user and "hi=" not in user
     assert ("gap=" in user) == (enc in DELTA_ENCODINGS)
     assert ("fall=" in user) == (enc == "delta-slope")
+    assert ("hint=" in user) == (enc == "delta-hint")
     assert ("(current)" in user) == (role == "optimizer")
 
 
@@ -82,6 +83,27 @@ def test_fall_line_is_the_teachers_slope_in_prompt_units():
     d_slope = decode("<answer>[0.5,-0.5,0]</answer>", make_request("optimizer", task), "delta-slope")
     d_delta = decode("<answer>[0.5,-0.5,0]</answer>", make_request("optimizer", task), "delta")
     assert d_slope.allocation == d_delta.allocation
+
+
+def test_hint_line_is_the_local_model_change_and_copying_it_gives_that_plan():
+    """``delta-hint`` shows the local-model plan minus the current plan (units of B/T),
+    bounds included; an answer that copies the hint decodes to the local-model plan."""
+    from policies.baselines import local_model
+
+    for bounds in (False, True):
+        task = make_task(T=5, B=2e5, H=4, seed=3, bounds=bounds)
+        req = make_request("optimizer", task)
+        user = encode(req, "delta-hint")[1]["content"]
+        hint = user.split("hint=[")[1].split("]")[0]
+        wa = np.array([[r.allocation for r in req.window]])
+        wm = np.array([[r.mroi for r in req.window]])
+        plan = local_model(wa, wm, np.array([task.budget]),
+                           None if task.lower is None else np.array([task.lower]),
+                           None if task.upper is None else np.array([task.upper]))[0]
+        want = (plan - wa[0, -1]) / task.unit
+        assert [float(x) for x in hint.split(",")] == pytest.approx(want.tolist(), abs=0.0051)
+        got = decode(f"<answer>[{hint}]</answer>", req, "delta-hint").allocation
+        assert got == pytest.approx(plan.tolist(), abs=0.0051 * task.unit * 1.01)
 
 
 def test_bounds_shown_only_when_present():

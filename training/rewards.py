@@ -69,7 +69,7 @@ def hold_env_term(requests: Sequence, alpha: float = 1.0) -> np.ndarray:
     >>> hold_env_term([DecisionRequest(role="optimizer", task=t, window=t.history)])
     array([-0.5])
     """
-    from policies.prompts import mroi_scale
+    from policies.observations import mroi_scale
 
     out = np.zeros(len(requests))
     for i, q in enumerate(requests):
@@ -307,7 +307,7 @@ def score(texts: Sequence[str], requests: Sequence, mroi_fn, encoding: str | Non
     ``value_gain`` / ``answer_regret`` (unweighted diagnostics, not added): the current
     plan is each window's latest record. Returns ``(total, terms, parsed)``.
     """
-    from policies.prompts import mroi_scale
+    from policies.observations import mroi_scale
     from tools.budget import project
 
     role = requests[0].role

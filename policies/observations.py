@@ -1,0 +1,52 @@
+"""Tool-computed observations a prompt shows, in the prompt's scale-free units.
+
+The prompt encodings (:mod:`policies.prompts`) add these lines to what the records show:
+``fall=`` (``delta-slope``) and ``hint=`` (``delta-hint``). Both come from the numeric
+tools a user can also run as baselines (:mod:`policies.baselines`), so a model trained on
+them reads the same numbers at inference. No torch here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from tools.task import Record, Task
+
+
+def mroi_scale(window: Sequence[Record]) -> float:
+    """The MROI normaliser of a window: the largest ``|mroi|`` shown (1 if all are 0)."""
+    m = max((abs(v) for r in window for v in r.mroi), default=0.0)
+    return m if m > 0 and math.isfinite(m) else 1.0
+
+
+def window_fall(window: Sequence[Record], unit: float, scale: float) -> list[float]:
+    """Per-slot fall of normalised MROI per unit of B/T over ``window`` (``delta-slope``).
+
+    ``-slope`` from :func:`policies.baselines.local_slopes` (the ``local-model``
+    teacher's least-squares fit, with its fallbacks for slots whose spend did not vary),
+    rescaled to the prompt's units: spend in B/T, MROI divided by ``scale``.
+    """
+    import numpy as np
+
+    from policies.baselines import local_slopes
+
+    wa = np.array([[r.allocation for r in window]], float)
+    wm = np.array([[r.mroi for r in window]], float)
+    s = local_slopes(wa, wm, np.array([unit]))[0]
+    return [max(0.0, float(-x) * unit / scale) for x in s]
+
+
+def window_hint(window: Sequence[Record], task: Task) -> list[float]:
+    """The ``local-model`` plan for ``window`` minus the current plan, in units of B/T
+    (``delta-hint``): the same numeric tool a user can run as a baseline."""
+    import numpy as np
+
+    from policies.baselines import local_model
+
+    wa = np.array([[r.allocation for r in window]], float)
+    wm = np.array([[r.mroi for r in window]], float)
+    plan = local_model(wa, wm, np.array([task.budget]),
+                       None if task.lower is None else np.array([task.lower], float),
+                       None if task.upper is None else np.array([task.upper], float))[0]
+    return [float(p - c) / task.unit for p, c in zip(plan, window[-1].allocation)]
