@@ -32,8 +32,31 @@ class DecisionRequest:
 
     @property
     def current(self) -> list[float]:
-        """The allocation the next proposal starts from (last record of the window)."""
-        return list(self.window[-1].allocation)
+        """The allocation the next proposal starts from: the last record of the window,
+        at this task's budget.
+
+        A past period may have spent more or less than ``B`` (the shipped real logs: 0.02
+        to 2.4 times it). A signed change added to such a row leaves the budget tool to
+        shift every slot by the same amount, which moves money the wrong way, so a row
+        whose total is off is rescaled to ``B`` (its mix kept) and projected onto the
+        task's limits. A feasible row (every applied round) is returned unchanged.
+        """
+        import numpy as np
+
+        from tools.budget import project
+
+        row = np.asarray(self.window[-1].allocation, float)
+        B = float(self.task.budget)
+        tol = 1e-9 * max(1.0, B)
+        lo, hi = self.task.limits(row)
+        if abs(row.sum() - B) <= tol and np.all(row >= lo - tol) and np.all(row <= hi + tol):
+            return row.tolist()
+        total = row.sum()
+        scaled = row * (B / total) if total > 0 else np.full(row.size, B / row.size)
+        try:
+            return project(scaled, B, lo, hi).tolist()
+        except ValueError:  # a max_change window around this row cannot hold B
+            return project(scaled, B, self.task.lower_array, self.task.upper_array).tolist()
 
 
 @dataclass

@@ -37,9 +37,10 @@ def window_fall(window: Sequence[Record], unit: float, scale: float) -> list[flo
     return [max(0.0, float(-x) * unit / scale) for x in s]
 
 
-def window_hint(window: Sequence[Record], task: Task) -> list[float]:
-    """The ``local-model`` plan for ``window`` minus the current plan, in units of B/T
-    (``delta-hint``): the same numeric tool a user can run as a baseline."""
+def window_hint(window: Sequence[Record], task: Task, current: Sequence[float]) -> list[float]:
+    """The ``local-model`` plan for ``window`` minus ``current`` (the plan a change starts
+    from, :attr:`policies.base.DecisionRequest.current`), in units of B/T (``delta-hint``):
+    the same numeric tool a user can run as a baseline."""
     import numpy as np
 
     from policies.baselines import local_model
@@ -49,4 +50,4 @@ def window_hint(window: Sequence[Record], task: Task) -> list[float]:
     plan = local_model(wa, wm, np.array([task.budget]),
                        None if task.lower is None else np.array([task.lower], float),
                        None if task.upper is None else np.array([task.upper], float))[0]
-    return [float(p - c) / task.unit for p, c in zip(plan, window[-1].allocation)]
+    return [float(p - c) / task.unit for p, c in zip(plan, current)]

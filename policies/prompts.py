@@ -131,7 +131,7 @@ def _current_units(request: DecisionRequest) -> list[float]:
     task = request.task
     if not request.window:
         return [1.0] * task.periods
-    return [b / task.unit for b in request.window[-1].allocation]
+    return [b / task.unit for b in request.current]
 
 
 # ---------------------------------------------------------------------------------------
@@ -192,7 +192,11 @@ def _user_prompt(request: DecisionRequest, encoding: str) -> str:
             if encoding == "delta-slope":
                 lines.append(f"fall={_vec(window_fall(window, u, scale))}")
             elif encoding == "delta-hint":
-                lines.append(f"hint={_vec(window_hint(window, task))}")
+                lines.append(f"hint={_vec(window_hint(window, task, request.current))}")
+            cur = _current_units(request)
+            if any(abs(c * u - b) > 1e-9 * max(1.0, task.budget) for c, b in zip(cur, window[-1].allocation)):
+                # the last record spent more or less than B: say where the change starts
+                lines.append(f"Current b at this budget: {_vec(cur)}")
         else:
             lines.append("Current b: 1.00 in every slot.")
         lines.append("Give the change d.")

@@ -106,6 +106,26 @@ def test_hint_line_is_the_local_model_change_and_copying_it_gives_that_plan():
         assert got == pytest.approx(plan.tolist(), abs=0.0051 * task.unit * 1.01)
 
 
+@pytest.mark.parametrize("enc", ["delta", "delta-slope", "delta-hint"])
+def test_a_change_starts_from_the_last_row_at_this_budget(enc):
+    """Real logs' past periods spend 0.02-2.4x this budget: a signed change starts from
+    the last row rescaled to B (its mix kept), the prompt says so, and the hint is a
+    change from there (it sums to 0); rows already at B are used as they are."""
+    task = make_task(T=4, B=4e5, H=3, seed=1)
+    half = Task(budget=task.budget, periods=4, history=task.history[:-1] + [
+        Record(allocation=[0.5 * b for b in task.history[-1].allocation], mroi=task.history[-1].mroi)])
+    req = make_request("reasoner", half)
+    assert req.current == pytest.approx(task.history[-1].allocation)
+    user = encode(req, enc)[1]["content"]
+    assert "Current b at this budget: " in user
+    assert "Current b at this budget" not in encode(make_request("reasoner", task), enc)[1]["content"]
+    got = decode("<answer>[0,0,0,0]</answer>", req, enc).allocation
+    assert got == pytest.approx(task.history[-1].allocation)
+    if enc == "delta-hint":
+        hint = [float(x) for x in user.split("hint=[")[1].split("]")[0].split(",")]
+        assert sum(hint) == pytest.approx(0.0, abs=0.03)
+
+
 def test_bounds_shown_only_when_present():
     user = encode(make_request("reasoner", make_task(bounds=True)))[1]["content"]
     assert "lo=[0.10,0.10" in user and "hi=[2.00" in user and "-]" in user

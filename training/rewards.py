@@ -329,7 +329,7 @@ def score(texts: Sequence[str], requests: Sequence, mroi_fn, encoding: str | Non
                              has_open=p.has_open, has_close=p.has_close, has_brackets=p.has_brackets,
                              r=r, hist_alloc_units=ha, hist_mroi=hm, role=role, cfg=cfg)
     if value_fn is not None and best_value is not None and N:
-        current = np.array([q.window[-1].allocation for q in requests], float)
+        current = np.array([q.current for q in requests], float)
         v_cur = np.asarray(value_fn(current), float)
         v_new = np.where(p.ok, np.asarray(value_fn(np.where(p.ok[:, None], feasible, current)), float), v_cur)
         v_star = np.asarray(best_value, float)
