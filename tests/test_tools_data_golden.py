@@ -19,7 +19,15 @@ from tools.envs.data import PRESETS, fit_response
 
 GOLDEN = Path(__file__).with_name("golden") / "tools_data.json"
 FAMILIES = ("robyn", "meridian-national", "meridian-geo")
-RTOL = 1e-9
+RTOL = 1e-3
+"""The fits are bounded nonlinear least squares on a few hundred rows; BLAS kernels differ
+by CPU (AVX-512 on Intel vs AMD took meridian-geo's betas 7.6e-4 apart and its
+environments' MROI 1e-4 apart, invisible at the prompts' 2 decimals), so values are pinned
+to 1e-3 relative, not to the last bit."""
+ADSTOCK_KEYS = ("channels", "n_geos", "r2", "rmse")
+"""The adstock fit (one start) is not identified: two CPUs reached the same quality (r2
+4e-4 apart, rmse 2e-5) with betas 20% and decays orders of magnitude apart, so only its
+quality is pinned."""
 
 
 def _fit_snapshot(fit) -> dict:
@@ -90,8 +98,10 @@ def golden() -> dict:
 
 @pytest.mark.parametrize("family", FAMILIES + ("adstock",))
 def test_data_family_matches_golden(golden, family):
-    got = snapshot_one(family)
-    _compare(got, golden[family], family)
+    got, want = snapshot_one(family), golden[family]
+    if family == "adstock":
+        got, want = ({"fit": {k: d["fit"][k] for k in ADSTOCK_KEYS}} for d in (got, want))
+    _compare(got, want, family)
 
 
 if __name__ == "__main__":
