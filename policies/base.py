@@ -10,6 +10,7 @@ lists of requests so backends can batch generation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal, Protocol, runtime_checkable
 
 from tools.task import Record, Task
@@ -30,7 +31,7 @@ class DecisionRequest:
     task: Task
     window: list[Record]
 
-    @property
+    @cached_property
     def current(self) -> list[float]:
         """The allocation the next proposal starts from: the last record of the window,
         at this task's budget.

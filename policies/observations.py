@@ -20,6 +20,14 @@ def mroi_scale(window: Sequence[Record]) -> float:
     return m if m > 0 and math.isfinite(m) else 1.0
 
 
+def _window_arrays(window: Sequence[Record]):
+    """``(1, w, T)`` allocation and MROI arrays of a window: the baselines' batch shape."""
+    import numpy as np
+
+    return (np.array([[r.allocation for r in window]], float),
+            np.array([[r.mroi for r in window]], float))
+
+
 def window_fall(window: Sequence[Record], unit: float, scale: float) -> list[float]:
     """Per-slot fall of normalised MROI per unit of B/T over ``window`` (``delta-slope``).
 
@@ -31,8 +39,7 @@ def window_fall(window: Sequence[Record], unit: float, scale: float) -> list[flo
 
     from policies.baselines import local_slopes
 
-    wa = np.array([[r.allocation for r in window]], float)
-    wm = np.array([[r.mroi for r in window]], float)
+    wa, wm = _window_arrays(window)
     s = local_slopes(wa, wm, np.array([unit]))[0]
     return [max(0.0, float(-x) * unit / scale) for x in s]
 
@@ -45,9 +52,6 @@ def window_hint(window: Sequence[Record], task: Task, current: Sequence[float]) 
 
     from policies.baselines import local_model
 
-    wa = np.array([[r.allocation for r in window]], float)
-    wm = np.array([[r.mroi for r in window]], float)
-    plan = local_model(wa, wm, np.array([task.budget]),
-                       None if task.lower is None else np.array([task.lower], float),
-                       None if task.upper is None else np.array([task.upper], float))[0]
+    wa, wm = _window_arrays(window)
+    plan = local_model(wa, wm, np.array([task.budget]), task.lower_array[None], task.upper_array[None])[0]
     return [float(p - c) / task.unit for p, c in zip(plan, current)]
