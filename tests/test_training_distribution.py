@@ -35,11 +35,32 @@ def test_regret_inputs_follow_each_prompts_env():
     assert (p.value(p.win_alloc[:, -1]) <= best + 1e-9 * np.abs(best)).all()
 
 
+def test_history_rows_can_spend_other_totals_than_the_budget():
+    """Real logs' past periods rarely spent the planned B; a share of training histories
+    does not either, and their MROI is observed at the spend actually shown."""
+    cfg = RolloutConfig(**GEN, history_scale_range=[0.5, 1.5], history_scale_share=1.0)
+    p = PromptSource(cfg, "reasoner", seed=3).batch(6, 2)
+    q = PromptSource(cfg, "reasoner", seed=3).batch(6, 2)
+    np.testing.assert_array_equal(p.win_alloc, q.win_alloc)  # still a pure function of the step
+    ratio = p.win_alloc.sum(-1) / p.budget[:, None]
+    assert ratio.min() >= 0.5 - 1e-9 and ratio.max() <= 1.5 + 1e-9 and ratio.std() > 0.05
+    quiet = PromptSource(RolloutConfig(**{**GEN, "noise_range": [0.0, 0.0]}, history_scale_range=[0.5, 1.5],
+                                       history_scale_share=1.0), "reasoner", seed=3).batch(6, 2)
+    for i, env in enumerate(quiet.envs):
+        np.testing.assert_allclose(quiet.win_mroi[i], env.mroi_any(quiet.win_alloc[i][None])[0], rtol=1e-9)
+    t = p.teacher()  # the teacher still plans at B, inside the limits
+    np.testing.assert_allclose(t.sum(1), p.budget, rtol=1e-9)
+    off = PromptSource(RolloutConfig(**GEN), "reasoner", seed=3).batch(6, 2)
+    np.testing.assert_allclose(off.win_alloc.sum(-1), off.budget[:, None] * np.ones(off.win_alloc.shape[1]), rtol=1e-6)
+
+
 @pytest.mark.parametrize("bad, msg", [({"periods_range": [5, 3]}, "periods_range"),
                                       ({"history_range": [1, 4]}, "history rows"),
                                       ({"budget_range": [0, 10]}, "budget_range"),
                                       ({"noise_range": [0.2, 0.1]}, "noise_range"),
-                                      ({"bounds_share": 1.5}, "bounds_share")])
+                                      ({"bounds_share": 1.5}, "bounds_share"),
+                                      ({"history_scale_range": [0, 2]}, "history_scale_range"),
+                                      ({"history_scale_share": -0.1}, "history_scale_share")])
 def test_bad_ranges_name_the_field(bad, msg):
     with pytest.raises(ValueError, match=msg):
         RolloutConfig(**{**GEN, **bad}).validate()

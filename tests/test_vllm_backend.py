@@ -78,6 +78,43 @@ def test_every_engine_schedules_whole_prefills():
     assert VLLMEngine("tiny-random", max_num_batched_tokens=9000).engine_kwargs["max_num_batched_tokens"] == 9000
 
 
+def test_a_worker_whose_parent_dies_kills_its_process_group(tmp_path):
+    """A trainer killed mid-generation leaves no worker (nor its engine-core children)
+    behind: the watchdog sees the parent go and kills the worker's own session."""
+    import os
+    import subprocess
+    import sys
+
+    pids = tmp_path / "pids"
+    child = ("import os, subprocess, sys, time; from policies.backends.vllm_worker import watch_parent; "
+             "watch_parent(os.getppid(), every_s=0.1); "
+             "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+             f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{g.pid}}'); time.sleep(60)")
+    parent = ("import subprocess, sys, time; "
+              f"subprocess.Popen([sys.executable, '-c', {child!r}], start_new_session=True); time.sleep(60)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.Popen([sys.executable, "-c", parent], cwd=root, env={**os.environ, "PYTHONPATH": root})
+    deadline = time.monotonic() + 30
+    while not (pids.exists() and pids.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker, grandchild = map(int, pids.read_text().split())
+    p.kill()
+    p.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with open(f"/proc/{pid}/stat") as f:  # a zombie awaiting its reaper counts as gone
+            return f.read().split(")")[-1].split()[0] != "Z"
+
+    deadline = time.monotonic() + 10
+    while (alive(worker) or alive(grandchild)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(worker) and not alive(grandchild)
+
+
 def test_protocol_and_messages():
     buf = io.BytesIO()
     vllm_worker.send(buf, {"op": "generate", "x": [1, 2]})

@@ -62,6 +62,12 @@ class RolloutConfig:
     noise_range: list[float] = _h([], "[low, high]: observation noise (CV) drawn per prompt, on history "
                                   "and feedback (empty = fixed `noise`).")
     bounds_share: float = _h(0.0, "Share of prompts whose task has per-slot lower/upper limits.")
+    history_scale_range: list[float] = _h([], "[low, high]: in a share `history_scale_share` of prompts, "
+                                          "each history row's total is B times a factor drawn "
+                                          "log-uniformly from this range (real logs' past periods "
+                                          "spend 0.02-2.4x the planned budget; empty = every row sums to B).")
+    history_scale_share: float = _h(0.5, "Share of prompts whose history rows get rescaled totals "
+                                    "(only with `history_scale_range`).")
 
     def validate(self) -> None:
         from tools.envs import FAMILIES

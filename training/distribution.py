@@ -9,8 +9,12 @@ feedback, so the generalist recipe draws, per step and per prompt:
   across steps every combination is visited);
 - per prompt: the family (evenly over ``families``), the budget ``B ~ logU(budget_range)``
   (prompts are scale-free, so this checks that nothing leaks scale), the observation
-  noise ``cv ~ U(noise_range)`` (on history and feedback alike), and, in a share
-  ``bounds_share`` of tasks, per-slot lower and upper limits.
+  noise ``cv ~ U(noise_range)`` (on history and feedback alike), in a share
+  ``bounds_share`` of tasks, per-slot lower and upper limits, and, in a share
+  ``history_scale_share`` of tasks, history rows whose totals are not B (each row times a
+  factor ``~ logU(history_scale_range)``): past periods of a real spend log rarely spent
+  exactly the budget being planned, and a planner trained only on rows summing to B
+  misreads the scale of such a history.
 
 Each prompt's environment is generated alone (``make_envs(n=1)``) from a seed derived from
 ``(seed, env_seed, step, prompt)``, so a batch is a pure function of ``(cfg, seed, step)`` exactly as
@@ -39,6 +43,7 @@ class TaskRecipe:
     seed: int
     lower: tuple[float, ...] | None = None
     upper: tuple[float, ...] | None = None
+    row_scales: tuple[float, ...] | None = None  # history row totals / B (None = all 1)
 
     def build(self) -> EnvBatch:
         """The environment (a batch of one)."""
@@ -47,8 +52,23 @@ class TaskRecipe:
             kw["lower"] = list(self.lower)
         if self.upper is not None:
             kw["upper"] = list(self.upper)
-        return make_envs(self.family, 1, periods=self.periods, budget=self.budget, seed=self.seed,
-                         noise=self.noise, history=self.history, **kw)
+        env = make_envs(self.family, 1, periods=self.periods, budget=self.budget, seed=self.seed,
+                        noise=self.noise, history=self.history, **kw)
+        if self.row_scales is not None:
+            rescale_history(env, np.asarray(self.row_scales, float), self.seed)
+        return env
+
+
+def rescale_history(env: EnvBatch, scales: np.ndarray, seed: int) -> None:
+    """Multiply history row ``h`` of ``env`` (a batch of one) by ``scales[h]`` and observe its
+    MROI again at the new spend, with the environment's own noise (a fresh draw seeded from
+    ``seed``, so the build stays a pure function of the recipe)."""
+    from tools.envs.base import noise_factor
+
+    alloc = env.hist_alloc * scales[None, :, None]
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
+    env.hist_alloc = alloc
+    env.hist_mroi = env.mroi_any(alloc) * noise_factor(rng, env.noise, alloc.shape)
 
 
 def _int_range(name: str, r, default: int) -> tuple[int, int]:
@@ -91,7 +111,11 @@ def draw_recipes(cfg, n: int, rng: np.random.Generator) -> list[TaskRecipe]:
         if cfg.bounds_share > 0 and rng.uniform() < cfg.bounds_share:
             lower, upper = draw_bounds(rng, T, budget)
         seed = int(rng.integers(0, 2**31 - 1))
-        out.append(TaskRecipe(family, T, H, budget, noise, seed, lower, upper))
+        scales = None
+        if cfg.history_scale_range and rng.uniform() < cfg.history_scale_share:
+            s_lo, s_hi = (math.log(float(x)) for x in (cfg.history_scale_range[0], cfg.history_scale_range[-1]))
+            scales = tuple(float(math.exp(x)) for x in rng.uniform(s_lo, s_hi, size=H))
+        out.append(TaskRecipe(family, T, H, budget, noise, seed, lower, upper, scales))
     return out
 
 
@@ -118,6 +142,12 @@ def validate_ranges(cfg) -> None:
             raise ValueError(f"noise_range must be [low, high] with 0 <= low <= high, got {list(z)!r}")
     if not 0 <= cfg.bounds_share <= 1:
         raise ValueError(f"bounds_share must be in [0, 1], got {cfg.bounds_share!r}")
+    if cfg.history_scale_range:
+        z = cfg.history_scale_range
+        if len(z) != 2 or not (0 < z[0] <= z[1]) or not all(math.isfinite(x) for x in z):
+            raise ValueError(f"history_scale_range must be [low, high] with 0 < low <= high, got {list(z)!r}")
+    if not 0 <= cfg.history_scale_share <= 1:
+        raise ValueError(f"history_scale_share must be in [0, 1], got {cfg.history_scale_share!r}")
 
 
 def is_generalist(cfg) -> bool:

@@ -13,7 +13,10 @@ Messages: the parent sends ``{"model", "adapters", "engine_kwargs"}`` first and 
 "top_p", "seeds", "stop", "answer_formats"}`` (token-id prompts, an explicit
 ``LoRARequest``, an optional answer format per prompt) gets ``{"status": "ok",
 "outputs": [{"token_ids", "logprobs", "text", "finish_reason"}]}``; ``{"op": "close"}``
-or EOF on stdin ends the worker.
+or EOF on stdin ends the worker. So does the parent's death, even mid-generation: a
+watchdog thread sees the parent pid change and kills the worker's own process group (the
+worker leads its session, so vLLM's engine-core processes go with it) instead of leaving
+an orphan holding the CPU.
 
 A fresh interpreter started with ``-m`` has a guarded ``__main__`` and nothing else in
 it, so vLLM's own engine-core processes start cleanly whoever the caller is.
@@ -23,8 +26,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import struct
 import sys
+import threading
 import time
 import traceback
 from typing import Any
@@ -116,7 +121,28 @@ OPS = {"generate": lambda llm, loras, req: _generate(llm, loras, req),
        "generate_ids": lambda llm, loras, req: _generate_ids(llm, req)}
 
 
+def watch_parent(parent: int, every_s: float = 2.0, on_orphan=None) -> threading.Thread:
+    """A daemon thread that calls ``on_orphan`` (default: kill this process group) once
+    ``os.getppid()`` is no longer ``parent``: the parent died without closing the pipe
+    while this worker was busy generating."""
+    def kill_group() -> None:
+        try:
+            os.killpg(os.getpgid(0), signal.SIGKILL)
+        finally:
+            os._exit(1)
+
+    def loop() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        (on_orphan or kill_group)()
+
+    t = threading.Thread(target=loop, name="vllm-worker-parent-watch", daemon=True)
+    t.start()
+    return t
+
+
 def worker_main() -> int:  # pragma: no cover - runs in the subprocess
+    watch_parent(os.getppid())
     out = os.fdopen(os.dup(1), "wb", buffering=0)  # protocol channel (not inherited)
     os.dup2(2, 1)  # everything printed from now on (vLLM logs) goes to the log file
     inp = sys.stdin.buffer
