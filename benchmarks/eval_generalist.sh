@@ -12,6 +12,7 @@
 # Adapters: REASONER / OPTIMIZER (dirs) and their encodings; defaults are the shipped ones.
 # RL comparison (6 cells at noise 0.1: quadratic and media at T 6 and 16, robyn,
 # meridian-geo; 30 envs, paired per environment):  MODE=rl benchmarks/eval_generalist.sh
+# (RL_RUNS = run names under training/runs, RL_ENCODING = their prompt encoding)
 # CELLS='regex' runs only the matrix cells whose name matches (e.g. CELLS='T16|robyn').
 set -euo pipefail
 N=${N:-20}
@@ -47,16 +48,22 @@ if [[ "$MODE" == matrix ]]; then
     done
   done
 elif [[ "$MODE" == rl ]]; then
-  # GRPO-A vs fixed-reference GRPO vs SFT-only, same environments (pair by env index).
+  # GRPO-A vs fixed-reference GRPO vs SFT-only Optimizers, same environments and the same
+  # Reasoner (REASONER/REASONER_ENCODING, default shipped); paired by episode id in
+  # benchmarks/rl_compare.py.
   N=${N_RL:-30}
-  for run in gen-grpo-optimizer gen-grpo-optimizer-fixed-ref gen-sft-optimizer; do
+  RL_RUNS=${RL_RUNS:-"gen-grpo-optimizer-hint gen-grpo-optimizer-hint-fixed-ref gen-sft-optimizer-hint"}
+  REASONER_FLAGS=("${ADAPTERS[@]}")
+  for run in $RL_RUNS; do
     for spec in "quadratic --periods 6" "quadratic --periods 16" "media --periods 6" \
                 "media --periods 16" "robyn" "meridian-geo"; do
       set -- $spec
       name="rl-$run-$1${3:+-T$3}"
-      ADAPTERS=(--optimizer-adapter "training/runs/$run/adapter" --optimizer-encoding delta-slope)
+      ADAPTERS=("${REASONER_FLAGS[@]}" --optimizer-adapter "training/runs/$run/adapter"
+                --optimizer-encoding "${RL_ENCODING:-delta-hint}")
       POLICIES=dara cell "$name" "$1" 0.1 "${@:2}" --no-oracle
     done
   done
+  echo "paired tests: python benchmarks/rl_compare.py $OUT/episodes --runs $RL_RUNS" >&2
 fi
 echo "tables: python benchmarks/results_table.py $OUT/*.json" >&2

@@ -1,0 +1,59 @@
+"""``benchmarks/rl_compare.py``: runs paired by episode id, Wilcoxon per round."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import wilcoxon
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "rl_compare.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("rl_compare", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _write(root: Path, run: str, cell: str, regrets: dict[str, list[float]]) -> None:
+    d = root / f"rl-{run}-{cell}" / cell.split("-")[0] / "dara"
+    d.mkdir(parents=True)
+    with open(d / "episodes.jsonl", "w") as f:
+        for eid, reg in regrets.items():
+            f.write(json.dumps({"id": eid, "status": "ok", "regret": reg, "rounds": [{}] * len(reg)}) + "\n")
+
+
+def test_runs_pair_by_episode_and_are_tested_per_round(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 0.1, size=(12, 3))
+    b = a + rng.uniform(0.0, 0.05, size=(12, 3))  # worse everywhere
+    ids = [f"quadratic-s7-{i:05d}" for i in range(12)]
+    _write(tmp_path, "grpo", "quadratic-T6", {i: list(r) for i, r in zip(ids, a)})
+    # the other run wrote its episodes in another order, plus one the first lacks
+    _write(tmp_path, "grpo-fixed-ref", "quadratic-T6", {i: list(r) for i, r in zip(ids, b)})  # a prefixed name
+    _write(tmp_path, "sft", "quadratic-T6", {**{i: list(r) for i, r in reversed(list(zip(ids, b)))},
+                                              "quadratic-s7-00099": [0.0, 0.0, 0.0]})
+    out = tmp_path / "rl.json"
+    assert _load().main([str(tmp_path), "--runs", "grpo", "sft", "--json", str(out)]) == 0
+    cells = json.loads(out.read_text())["cells"]
+    assert list(cells) == ["quadratic-T6"]
+    res = cells["quadratic-T6"]
+    assert res["envs"] == 12
+    np.testing.assert_allclose(res["regret"]["sft"], b.mean(0))
+    for k in range(3):
+        assert res["wilcoxon_p"]["sft"][k] == pytest.approx(wilcoxon(a[:, k], b[:, k]).pvalue)
+        assert res["wins"]["sft"][k] == 12
+    assert "p vs sft" in capsys.readouterr().out
+
+
+def test_identical_runs_give_p_one_and_a_missing_run_is_named(tmp_path):
+    reg = {f"m-{i}": [0.1, 0.05] for i in range(5)}
+    _write(tmp_path, "x", "media-T16", reg)
+    _write(tmp_path, "y", "media-T16", reg)
+    mod = _load()
+    assert mod.compare_cell(tmp_path, ["x", "y"], "media-T16")["wilcoxon_p"]["y"] == [1.0, 1.0]
+    with pytest.raises(SystemExit, match="rl-z-media-T16"):
+        mod.compare_cell(tmp_path, ["x", "z"], "media-T16")
