@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="Cap on new tokens (default: answer_token_cap(T, encoding)).")
     ap.add_argument("--periods", type=int, default=6, help="Slots T of the prompts (default 6).")
     ap.add_argument("--family", default="quadratic", help="Environment family of the prompts.")
-    ap.add_argument("--encoding", default=None, help="Optimizer prompt encoding (default: the role's).")
+    ap.add_argument("--encoding", default=None, help="Optimizer prompt encoding (default: the adapter's declared one, else the role's).")
     ap.add_argument("--adapter", default=None,
                     help="Optimizer adapter dir, or none (default: shipped, else random; none unless --base embedded).")
     ap.add_argument("--base", default="embedded", help="Base model: embedded, tiny-random or an HF dir.")
@@ -104,10 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from policies.models import embedded_tokenizer
-    from policies.prompts import answer_token_cap, encode, make_request, resolve_encoding
+    from policies.adapter_meta import encoding_for
+    from policies.prompts import answer_token_cap, encode, make_request
     from tools.envs import make_envs
 
-    encoding = resolve_encoding("optimizer", args.encoding)
+    declared = args.adapter or (ROOT / "policies" / "adapters" / "optimizer" if args.base == "embedded" else None)
+    encoding = encoding_for("optimizer", declared, args.encoding)
     if args.max_new_tokens is None:
         args.max_new_tokens = answer_token_cap(args.periods, encoding)
     env = make_envs(args.family, args.n, periods=args.periods, budget=float(args.periods), seed=0)

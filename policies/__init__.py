@@ -34,7 +34,8 @@ def make_policy(name: str, role: str, backend: str = "local", base: str = "embed
     """A policy by name: ``llm`` or a numeric baseline (``policies.baselines.BASELINES``).
 
     For ``llm``: ``adapter`` is a LoRA directory for ``role`` (``None`` = the shipped
-    adapter if any, ``"none"`` = the plain base model); ``chat_model`` reuses an existing
+    adapter if any, ``"none"`` = the plain base model); ``encoding`` ``None`` = the one
+    the adapter declares (``policies.adapter_meta``); ``chat_model`` reuses an existing
     backend instead of building one; other keywords go to the backend
     (``max_new_tokens``, ``temperature``, ``batch_size``, ``base_url`` ...). Without
     ``max_new_tokens`` each answer may use ``policies.prompts.answer_token_cap(T)`` tokens.
@@ -53,6 +54,9 @@ def make_policy(name: str, role: str, backend: str = "local", base: str = "embed
             elif str(adapter) == "none":
                 adapter = None
             adapters = {role: Path(adapter)} if adapter is not None else {}
+            from policies.adapter_meta import encoding_for
+
+            encoding = encoding_for(role, adapter, encoding)
             chat_model = make_chat_model(backend, base, adapters, **kw)
             # an explicit cap also caps each call (the policy otherwise follows T)
             cap = {"max_new_tokens": kw["max_new_tokens"]} if kw.get("max_new_tokens") else {}

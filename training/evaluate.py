@@ -29,12 +29,12 @@ def evaluate(role: str = "reasoner", adapter: str | None = None, base: str = "em
     """
     from policies.backends.local import LocalChatModel
     from policies.llm import LLMPolicy
-    from policies.prompts import resolve_encoding
+    from policies.adapter_meta import encoding_for
     from tools.budget import project
     from tools.metrics import regret
     from training.rollouts import heldout_prompts
 
-    enc = resolve_encoding(role, encoding)
+    enc = encoding_for(role, adapter, encoding)
     p = heldout_prompts(role, family=family, n=n, seed=seed)
     env = p.envs[0].subset(p.env_row)
     chat = LocalChatModel(base=base, adapters={role: adapter} if adapter else {}, bf16=bf16,

@@ -1,0 +1,52 @@
+"""An adapter declares the prompt encoding it was trained on; every entry point reads it."""
+
+import json
+
+import pytest
+
+from policies.adapter_meta import ADAPTER_META, declared_encoding, encoding_for, write_adapter_meta
+
+
+def test_explicit_then_declared_then_role_default(tmp_path):
+    a = tmp_path / "a"
+    a.mkdir()
+    assert declared_encoding(a) is None
+    assert encoding_for("reasoner", a) == "absolute"  # nothing declared: the role's default
+    write_adapter_meta(a, "reasoner", "delta-hint", run="x")
+    assert json.loads((a / ADAPTER_META).read_text())["encoding"] == "delta-hint"
+    assert encoding_for("reasoner", a) == "delta-hint"
+    assert encoding_for("reasoner", a, "delta") == "delta"  # an explicit choice wins
+    assert encoding_for("optimizer", None) == "delta" and encoding_for("optimizer", "none") == "delta"
+
+
+def test_a_training_runs_adapter_reads_its_run_config(tmp_path):
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"mode": "sft", "role": "optimizer", "encoding": "delta-slope"}))
+    assert declared_encoding(run / "adapter") == "delta-slope"
+    other = tmp_path / "other"
+    (other / "adapter").mkdir(parents=True)
+    (other / "config.json").write_text(json.dumps({"encoding": "absolute"}))  # not a DARA run
+    assert declared_encoding(other / "adapter") is None
+
+
+def test_a_bad_declaration_is_named(tmp_path):
+    (tmp_path / ADAPTER_META).write_text(json.dumps({"role": "reasoner", "encoding": "csv"}))
+    with pytest.raises(ValueError, match="dara_adapter.json.*'csv'"):
+        encoding_for("reasoner", tmp_path)
+    with pytest.raises(ValueError, match="encoding must be one of"):
+        write_adapter_meta(tmp_path, "reasoner", "csv")
+
+
+def test_make_policy_uses_the_declared_encoding(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from policies import make_policy
+    from policies.models import load_base
+
+    model, _ = load_base("tiny-random", cache=False)
+    ad = tmp_path / "lora"
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")).save_pretrained(str(ad))
+    write_adapter_meta(ad, "optimizer", "delta-hint")
+    pol = make_policy("llm", "optimizer", base="tiny-random", adapter=ad)
+    assert pol.encoding == "delta-hint"
