@@ -17,51 +17,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
+from pathlib import Path
 
-
-def run(policy: str = "llm", adapter: str | None = None, encoding: str | None = None, n: int = 200,
-        base: str = "embedded", batch: int = 25) -> dict:
-    from policies import make_policy
-    from policies.base import DecisionRequest
-    from training.direction_check import direction_tasks, violations
-
-    tasks = direction_tasks(n)
-    kw = {"adapter": adapter, "encoding": encoding, "base": base} if policy == "llm" else {}
-    pol = make_policy(policy, "reasoner", **kw)
-    plans: list = [None] * len(tasks)
-    errors = done = 0
-    t0 = time.time()
-    # one T per call: the answer format (and the token cap) depend on T, so a mixed batch
-    # would be split into one generate call per T anyway
-    order = sorted(range(len(tasks)), key=lambda k: tasks[k][0].periods)
-    chunks = [[k for k in order if tasks[k][0].periods == T] for T in sorted({t.periods for t, _ in tasks})]
-    for chunk in chunks:
-        for i in range(0, len(chunk), batch):
-            idx = chunk[i:i + batch]
-            reqs = [DecisionRequest("reasoner", tasks[k][0], tasks[k][0].history) for k in idx]
-            for k, d in zip(idx, pol.propose(reqs)):
-                plans[k] = d.allocation
-                errors += d.allocation is None
-            done += len(idx)
-            print(f"\r{done}/{len(tasks)} plans, {time.time() - t0:.0f} s", end="", file=sys.stderr)
-    print(file=sys.stderr)
-    bad = violations(tasks, plans)
-    return {"policy": policy, "adapter": adapter, "encoding": encoding, "tasks": len(tasks),
-            "violations": len(bad), "unusable_answers": errors, "violating_tasks": bad,
-            "seconds": round(time.time() - t0, 1)}
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--policy", default="llm", help="llm or a numeric baseline name")
     p.add_argument("--adapter", default=None, help="Reasoner adapter dir (default: the shipped one)")
-    p.add_argument("--encoding", default=None, help="Reasoner prompt encoding (default: the role's)")
+    p.add_argument("--encoding", default=None, help="Reasoner prompt encoding (default: the adapter's declared one)")
     p.add_argument("--base", default="embedded")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--json", default=None, help="write the result here")
     a = p.parse_args(argv)
-    res = run(a.policy, a.adapter, a.encoding, a.n, a.base)
+    from training.direction_check import check_policy
+
+    res = check_policy(a.policy, a.adapter, a.encoding, a.n, a.base)
     print(f"{res['violations']} violations out of {res['tasks']} "
           f"({res['unusable_answers']} unusable answers) in {res['seconds']} s")
     if a.json:

@@ -53,3 +53,14 @@ def test_the_sft_teacher_keeps_the_rule():
         lo, hi = task.lower_array[None], task.upper_array[None]
         plans.append(list(project(propose_arrays("local-model", A, M, b, lo, hi), b, lo, hi)[0]))
     assert len(violations(tasks, plans)) <= 1
+
+
+@pytest.mark.slow
+def test_the_shipped_reasoner_keeps_the_rule():
+    """The shipped Reasoner on the embedded model, 200 tasks, through the budget tool:
+    no round-1 plan takes money from the clearly best slot (benchmarks/direction_check.py
+    prints the same count)."""
+    from training.direction_check import check_policy
+
+    res = check_policy(progress=False)
+    assert res["unusable_answers"] == 0 and res["violations"] == 0, res
