@@ -17,7 +17,7 @@ def test_tasks_have_a_clear_leader_in_every_row():
         for rec in task.history:
             m = np.array(rec.mroi)
             others = np.delete(m, lead)
-            assert m[lead] >= 1.5 * others.max()
+            assert m[lead] >= 1.5 * others.max() and m[lead] > 0
 
 
 def test_violations_rule():
@@ -40,7 +40,7 @@ def test_violations_rule():
 
 
 def test_the_sft_teacher_keeps_the_rule():
-    """The local-model teacher breaks the rule on at most 1 task in 200 (measured: 1)."""
+    """The local-model teacher keeps the rule on all 200 tasks."""
     from policies.baselines import propose_arrays
     from tools.budget import project
 
@@ -52,7 +52,7 @@ def test_the_sft_teacher_keeps_the_rule():
         b = np.array([task.budget])
         lo, hi = task.lower_array[None], task.upper_array[None]
         plans.append(list(project(propose_arrays("local-model", A, M, b, lo, hi), b, lo, hi)[0]))
-    assert len(violations(tasks, plans)) <= 1
+    assert violations(tasks, plans) == []
 
 
 @pytest.mark.slow

@@ -28,7 +28,8 @@ def _clear_leader(hist_mroi: np.ndarray, ratio: float) -> np.ndarray:
     srt = np.sort(hist_mroi, axis=-1)
     top = hist_mroi.argmax(-1)  # (N, H)
     same = (top == top[:, :1]).all(-1)
-    strong = (srt[..., -1] >= ratio * srt[..., -2]).all(-1)
+    # a positive leader: rows where every slot is saturated (all MROI 0) say nothing
+    strong = ((srt[..., -1] > 0) & (srt[..., -1] >= ratio * srt[..., -2])).all(-1)
     return np.where(same & strong, top[:, 0], -1)
 
 
