@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     from policies.prompts import answer_token_cap, encode, make_request
     from tools.envs import make_envs
 
-    declared = args.adapter or (ROOT / "policies" / "adapters" / "optimizer" if args.base == "embedded" else None)
-    encoding = encoding_for("optimizer", declared, args.encoding)
+    adapter_dir, adapter_desc = _adapter(args.adapter, args.base)  # the encoding is the one it declares
+    encoding = encoding_for("optimizer", adapter_dir, args.encoding)
     if args.max_new_tokens is None:
         args.max_new_tokens = answer_token_cap(args.periods, encoding)
     env = make_envs(args.family, args.n, periods=args.periods, budget=float(args.periods), seed=0)
@@ -119,7 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     prompt_tokens = sum(
         len(tok(tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True),
                 add_special_tokens=False)["input_ids"]) for p in prompts) / len(prompts)
-    adapter_dir, adapter_desc = _adapter(args.adapter, args.base)
     adapters = {"optimizer": adapter_dir} if adapter_dir else {}
     adapter = "optimizer" if adapter_dir else None
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()]

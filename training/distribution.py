@@ -80,6 +80,12 @@ def _int_range(name: str, r, default: int) -> tuple[int, int]:
     return lo, hi
 
 
+def _log_uniform(rng: np.random.Generator, r, size=None):
+    """Log-uniform draw(s) from ``[r[0], r[-1]]`` (one ``rng.uniform`` call)."""
+    u = rng.uniform(math.log(float(r[0])), math.log(float(r[-1])), size=size)
+    return math.exp(u) if size is None else np.array([math.exp(x) for x in u])
+
+
 def draw_bounds(rng: np.random.Generator, T: int, budget: float) -> tuple[tuple | None, tuple | None]:
     """Per-slot limits a planner meets: about 40% of slots get a floor of 10-60% of the
     uniform share, about 40% a cap of 1.2-2.5x it. Always feasible (floors sum below B,
@@ -102,8 +108,7 @@ def draw_recipes(cfg, n: int, rng: np.random.Generator) -> list[TaskRecipe]:
     for _ in range(n):
         family = cfg.families[int(rng.integers(0, len(cfg.families)))]
         if cfg.budget_range:
-            b_lo, b_hi = float(cfg.budget_range[0]), float(cfg.budget_range[-1])
-            budget = float(math.exp(rng.uniform(math.log(b_lo), math.log(b_hi))))
+            budget = float(_log_uniform(rng, cfg.budget_range))
         else:
             budget = float(cfg.budget)
         noise = float(rng.uniform(cfg.noise_range[0], cfg.noise_range[-1])) if cfg.noise_range else float(cfg.noise)
@@ -113,8 +118,7 @@ def draw_recipes(cfg, n: int, rng: np.random.Generator) -> list[TaskRecipe]:
         seed = int(rng.integers(0, 2**31 - 1))
         scales = None
         if cfg.history_scale_range and rng.uniform() < cfg.history_scale_share:
-            s_lo, s_hi = (math.log(float(x)) for x in (cfg.history_scale_range[0], cfg.history_scale_range[-1]))
-            scales = tuple(float(math.exp(x)) for x in rng.uniform(s_lo, s_hi, size=H))
+            scales = tuple(float(x) for x in _log_uniform(rng, cfg.history_scale_range, size=H))
         out.append(TaskRecipe(family, T, H, budget, noise, seed, lower, upper, scales))
     return out
 
@@ -132,22 +136,23 @@ def validate_ranges(cfg) -> None:
     if cfg.history_range and cfg.history_range[0] < cfg.window - 1:
         raise ValueError(f"history_range {list(cfg.history_range)!r}: windows of {cfg.window} records "
                          f"need at least {cfg.window - 1} history rows")
-    if cfg.budget_range:
-        b = cfg.budget_range
-        if len(b) != 2 or not (0 < b[0] <= b[1]) or not all(math.isfinite(x) for x in b):
-            raise ValueError(f"budget_range must be [low, high] with 0 < low <= high, got {list(b)!r}")
-    if cfg.noise_range:
-        z = cfg.noise_range
-        if len(z) != 2 or not (0 <= z[0] <= z[1]) or not all(math.isfinite(x) for x in z):
-            raise ValueError(f"noise_range must be [low, high] with 0 <= low <= high, got {list(z)!r}")
+    _check_float_range("budget_range", cfg.budget_range, positive=True)
+    _check_float_range("noise_range", cfg.noise_range, positive=False)
     if not 0 <= cfg.bounds_share <= 1:
         raise ValueError(f"bounds_share must be in [0, 1], got {cfg.bounds_share!r}")
-    if cfg.history_scale_range:
-        z = cfg.history_scale_range
-        if len(z) != 2 or not (0 < z[0] <= z[1]) or not all(math.isfinite(x) for x in z):
-            raise ValueError(f"history_scale_range must be [low, high] with 0 < low <= high, got {list(z)!r}")
+    _check_float_range("history_scale_range", cfg.history_scale_range, positive=True)
     if not 0 <= cfg.history_scale_share <= 1:
         raise ValueError(f"history_scale_share must be in [0, 1], got {cfg.history_scale_share!r}")
+
+
+def _check_float_range(name: str, r, positive: bool) -> None:
+    """An optional ``[low, high]`` of finite numbers with low <= high (low > 0 if ``positive``)."""
+    if not r:
+        return
+    lo_ok = (0 < r[0]) if positive else (0 <= r[0])
+    if len(r) != 2 or not (lo_ok and r[0] <= r[1]) or not all(math.isfinite(x) for x in r):
+        low = "0 < low" if positive else "0 <= low"
+        raise ValueError(f"{name} must be [low, high] with {low} <= high, got {list(r)!r}")
 
 
 def is_generalist(cfg) -> bool:
