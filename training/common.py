@@ -201,7 +201,12 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     logits = out.logits[:, :-1].float()
     if temperature != 1.0:
         logits = logits / temperature
-    target = input_ids[:, -k:]
+    return gather_logprobs(logits, input_ids[:, -k:])
+
+
+def gather_logprobs(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``log softmax(logits)`` at the ``target`` token of each position: ``(B, k)`` from
+    logits ``(B, k, V)`` that predict ``target`` ``(B, k)``."""
     lp = torch.log_softmax(logits, dim=-1)
     return lp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
 

@@ -293,6 +293,9 @@ class GRPOConfig(_Common):
                                     "policies.prompts.answer_token_cap of the step's prompts).")
     constrained: bool = _h(True, "Sample with the answer format enforced (policies.constrained), as the "
                            "local backend decodes at inference; the model still picks every digit.")
+    share_prompts: bool = _h(True, "Log-prob passes run each distinct prompt once and repeat its KV cache "
+                             "for the group's G completions (training.shared_prompts; same values, "
+                             "less compute); off: every row runs prompt + completion.")
     loss_agg: str = _h("token", "Loss aggregation: 'token' (mean over all completion tokens) or "
                        "'sequence' (mean per completion, then over completions).")
     adv_eps: float = _h(1e-4, "eps in (R - mean) / (std + eps).")

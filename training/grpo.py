@@ -21,7 +21,9 @@ Reads top to bottom like cleanrl's ``ppo.py``:
    clipping. At the end of step s, if ``s % M == 0`` the reference is refreshed
    (``ref_refreshed`` is logged true on that step), so step ``s + 1`` starts with KL 0.
    Every log-prob pass runs with dropout off (``model.eval()``), which is what makes a
-   freshly refreshed reference give exactly zero KL.
+   freshly refreshed reference give exactly zero KL. With ``share_prompts`` (default)
+   each pass runs a distinct prompt once and repeats its KV cache for the group's G
+   completions (``training.shared_prompts``): the same log-probs for less compute.
 5. **Bookkeeping** — one JSONL line per step (``OUT/log.jsonl``), resumable checkpoints
    (both adapters, optimizer, rng states, step) in ``OUT/checkpoint``, the final policy
    adapter in ``OUT/adapter`` (a plain PEFT LoRA directory ``policies`` loads unchanged).
@@ -47,6 +49,7 @@ from training.common import POLICY, REF
 from training.config import GRPOConfig, to_dict
 from training.rewards import TERMS, hold_env_term, parse_error_rate, score
 from training.rollouts import PromptSource
+from training.shared_prompts import shared_token_logprobs
 
 
 # =======================================================================================
@@ -216,13 +219,19 @@ def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seeds: list
     return ids, mask, comp, cmask, texts
 
 
-def policy_logprobs(model, adapter: str, ids, mask, k: int, bf16: bool, grad: bool) -> torch.Tensor:
-    """Log-probs of the last ``k`` tokens under ``adapter`` (dropout off)."""
+def policy_logprobs(model, adapter: str, ids, mask, comp, cmask, cfg: GRPOConfig, grad: bool) -> torch.Tensor:
+    """Log-probs of the completion tokens ``comp`` under ``adapter`` (dropout off); with
+    ``cfg.share_prompts`` one prefill per distinct prompt serves its group's G rows."""
     common.use_adapter(model, adapter)
     model.eval()
     ctx = torch.enable_grad() if grad else torch.no_grad()
     with ctx:
-        lp = common.token_logprobs(model, ids, mask, k, bf16=bf16)
+        if cfg.share_prompts:
+            lp = shared_token_logprobs(model, ids, mask, comp, cmask, cfg.group_size, bf16=cfg.bf16)
+        else:
+            full_ids = torch.cat([ids, comp], dim=1)
+            full_mask = torch.cat([mask, cmask.long()], dim=1)
+            lp = common.token_logprobs(model, full_ids, full_mask, comp.shape[1], bf16=cfg.bf16)
     common.use_adapter(model, POLICY)
     return lp
 
@@ -263,11 +272,8 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
     adv = group_advantages(rewards, cfg.adv_eps).view(-1)
 
     # --- log-probs of the sampled tokens -----------------------------------------------
-    full_ids = torch.cat([ids, comp], dim=1)
-    full_mask = torch.cat([mask, cmask.long()], dim=1)
-    K = comp.shape[1]
-    ref_lp = policy_logprobs(model, REF, full_ids, full_mask, K, cfg.bf16, grad=False) if cfg.beta > 0 else None
-    old_lp = policy_logprobs(model, POLICY, full_ids, full_mask, K, cfg.bf16, grad=False) if cfg.mu > 1 else None
+    ref_lp = policy_logprobs(model, REF, ids, mask, comp, cmask, cfg, grad=False) if cfg.beta > 0 else None
+    old_lp = policy_logprobs(model, POLICY, ids, mask, comp, cmask, cfg, grad=False) if cfg.mu > 1 else None
 
     # --- mu optimisation passes --------------------------------------------------------
     lr = cfg.lr_at(step)
@@ -276,7 +282,7 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
     denom = distributed.sum_tensor(cmask.sum()).clamp(min=1.0) if cfg.loss_agg == "token" else float(P * G)
     first = {}
     for it in range(cfg.mu):
-        lp = policy_logprobs(model, POLICY, full_ids, full_mask, K, cfg.bf16, grad=True)
+        lp = policy_logprobs(model, POLICY, ids, mask, comp, cmask, cfg, grad=True)
         old = lp.detach() if old_lp is None else old_lp
         loss, stats = grpo_loss(lp, old, ref_lp, adv, cmask, cfg.beta, cfg.eps, cfg.clip_high, cfg.loss_agg, denom)
         opt.zero_grad(set_to_none=True)

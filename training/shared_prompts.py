@@ -1,0 +1,68 @@
+"""Log-probs of a GRPO step's completions with ONE prefill per distinct prompt.
+
+A GRPO step scores G completions of each of its prompts. The prompt (~420 tokens for a
+``delta-hint`` window) is several times longer than a completion (~60), so the plain pass
+(:func:`training.common.token_logprobs` over ``prompt + completion`` rows) spends most of
+its time running the same prompt G times. Here each distinct prompt runs once, its KV
+cache is repeated for the G rows of its group (``Cache.batch_repeat_interleave``) and only
+the completion tokens run on top of it. The first completion token's logit is the
+prompt's last logit, repeated.
+
+The result is the same quantity as the plain pass (equal up to float rounding: the
+attention sums the same terms in another grouping). Autograd flows through the repeat
+into the prompt positions, so the policy-gradient pass gets the same gradients; the
+tests (``tests/test_training_shared_prompts.py``) check log-probs and LoRA gradients
+against the plain pass on a tiny model.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from training.common import autocast, gather_logprobs
+
+
+def distinct_prompts(ids: torch.Tensor, mask: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first row of each group of ``group`` consecutive rows (``ids``/``mask`` are the
+    step's left-padded prompts, prompt 0 x G, prompt 1 x G, ...). Raises if a group's rows
+    differ: sharing one prefill would then score the wrong prompt."""
+    B = ids.shape[0]
+    if group < 1 or B % group:
+        raise ValueError(f"shared prompts: {B} rows do not split into groups of {group}")
+    u_ids, u_mask = ids[::group], mask[::group]
+    same = (ids.view(B // group, group, -1) == u_ids[:, None]).all() and \
+           (mask.view(B // group, group, -1) == u_mask[:, None]).all()
+    if not bool(same):
+        raise ValueError("shared prompts: the rows of a group are not one prompt repeated")
+    return u_ids, u_mask
+
+
+def shared_token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, comp: torch.Tensor,
+                          cmask: torch.Tensor, group: int, bf16: bool = True) -> torch.Tensor:
+    """Log-probs ``(B, K)`` of the completion tokens ``comp`` given their prompts.
+
+    ``ids``/``mask`` ``(B, P)``: left-padded prompts, each repeated ``group`` times in a
+    row; ``comp``/``cmask`` ``(B, K)``: the sampled completions and their real-token mask.
+    Positions follow the attention mask exactly as in the plain pass, so left padding and
+    padding after a stop string do not shift them.
+    """
+    u_ids, u_mask = distinct_prompts(ids, mask, group)
+    K = comp.shape[1]
+    u_pos = (u_mask.cumsum(-1) - 1).clamp(min=0)
+    with autocast(bf16, ids.device):
+        pre = model(input_ids=u_ids, attention_mask=u_mask, position_ids=u_pos,
+                    logits_to_keep=1, use_cache=True)
+        first = pre.logits[:, -1:].repeat_interleave(group, dim=0)  # predicts completion token 0
+        if K == 1:
+            logits = first
+        else:
+            cache = pre.past_key_values
+            cache.batch_repeat_interleave(group)
+            inp = comp[:, :-1]  # the last completion token predicts nothing we score
+            full_mask = torch.cat([mask, cmask[:, :-1].to(mask.dtype)], dim=1)
+            n_prompt = mask.sum(-1, keepdim=True)
+            pos = (n_prompt + cmask[:, :-1].long().cumsum(-1) - 1).clamp(min=0)
+            out = model(input_ids=inp, attention_mask=full_mask, position_ids=pos,
+                        past_key_values=cache, use_cache=True)
+            logits = torch.cat([first, out.logits], dim=1)
+    return gather_logprobs(logits.float(), comp)
