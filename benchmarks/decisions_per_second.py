@@ -5,7 +5,10 @@ Same prompts (N Optimizer prompts, quadratic family, default delta encoding), gr
 one run per configuration:
 
 - ``local`` batch 1   — transformers + PEFT, one prompt per ``generate`` call;
-- ``local`` batched   — the same, ``--batch-size`` prompts per call;
+- ``local`` batched   — the same, ``--batch-size`` prompts per call (``sdpa_gqa`` attention,
+  the batch's common prompt prefix prefilled once: ``policies.backends.prefix_prefill``);
+- ``local-plain``     — batched as before those two (``sdpa``, every row prefilled whole),
+  timed in the same process on the same prompts, for the ratio;
 - ``vllm``            — vLLM's offline engine (worker subprocess), all prompts in one call;
 - ``threads``         — the path concurrent ``dara run`` episodes take: ``--threads``
   callers each ask an ``llm`` Optimizer policy (local backend) for ONE decision at a
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="Optimizer adapter dir, or none (default: shipped, else random; none unless --base embedded).")
     ap.add_argument("--base", default="embedded", help="Base model: embedded, tiny-random or an HF dir.")
     ap.add_argument("--backends", default="local1,local,vllm",
-                    help="Comma list of local1, local, vllm, threads.")
+                    help="Comma list of local1, local, local-plain, vllm, threads.")
     ap.add_argument("--threads", type=int, default=8,
                     help="Concurrent single-decision callers for the threads configuration.")
     ap.add_argument("--vllm-dtype", default="float32")
@@ -150,14 +153,30 @@ def main(argv: list[str] | None = None) -> int:
         texts_by["vllm"] = texts
         add("vllm (offline)", args.n, args.n, secs, texts, requests)
 
-    if "local1" in wanted or "local" in wanted:
+    if {"local1", "local", "local-plain"} & set(wanted):
         from policies.backends.local import LocalChatModel
 
         t0 = time.monotonic()
         local = LocalChatModel(base=args.base, adapters=adapters,
                                max_new_tokens=args.max_new_tokens, coalesce=False, batch_size=args.batch_size)
         notes.append(f"local model + adapter load: {time.monotonic() - t0:.0f} s (not counted), fp32")
-        local.generate_texts(prompts[:1], adapter=adapter, max_new_tokens=2)  # warm-up
+        # warm-up at full batch size: the first full-size batch of a process pays one-off costs
+        local.generate_texts(prompts[:args.batch_size], adapter=adapter)
+        if "local-plain" in wanted:  # what batched generation did before sdpa_gqa and prefix prefill
+            base_model = local.model.get_base_model() if hasattr(local.model, "get_base_model") else local.model
+            attn = base_model.config._attn_implementation
+            base_model.set_attn_implementation("sdpa")
+            local.share_prefix = False
+            try:
+                t0 = time.monotonic()
+                texts = local.generate_texts(prompts, adapter=adapter)
+                add("local plain", args.batch_size, args.n, time.monotonic() - t0, texts, requests)
+            finally:
+                base_model.set_attn_implementation(attn)
+                local.share_prefix = True
+            texts_by["local-plain"] = texts
+            notes.append(f"local plain = transformers' sdpa attention, every row prefilled whole "
+                         f"(the batched path before `{attn}` and prefix prefill)")
         if "local1" in wanted:
             k = min(args.n, args.batch1_limit or args.n)
             t0 = time.monotonic()
@@ -193,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"LLMPolicy (constrained answer format) ran as {chat.generate_calls - calls0} "
                      f"batched generate calls")
 
+    if "local-plain" in texts_by and "local" in texts_by:
+        same = sum(a == b for a, b in zip(texts_by["local-plain"], texts_by["local"]))
+        notes.append(f"greedy texts identical between local plain and local batched: {same}/{args.n}")
     if "vllm" in texts_by and "local" in texts_by:
         same = sum(a == b for a, b in zip(texts_by["vllm"], texts_by["local"]))
         notes.append(f"greedy texts identical between local batched and vllm: {same}/{args.n}")

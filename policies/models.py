@@ -254,6 +254,9 @@ def load_base(name: str | os.PathLike = EMBEDDED, dtype=None, cache: bool = True
             model.eval()
         if model.generation_config.pad_token_id is None:
             model.generation_config.pad_token_id = tok.pad_token_id
+        from policies.attention import use_gqa_attention
+
+        use_gqa_attention(model)  # no KV-head copies under a padding mask (policies.attention)
         if cache:
             _CACHE[key] = (model, tok)
         return model, tok

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from policies.backends.prefix_prefill import left_pad  # noqa: F401  (the one left-padding helper)
 from training.config import LoraConfig
 
 POLICY, REF = "policy", "ref"
@@ -170,20 +171,6 @@ def prompt_ids(tok, messages_list) -> list[list[int]]:
     """Chat-template token ids (with the assistant generation prompt) per message list."""
     texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages_list]
     return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-
-
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int,
-             device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad to one length: ``(input_ids, attention_mask)``, on ``device`` (built on
-    CPU row by row, then moved in one copy)."""
-    L = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), L), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if len(s):
-            ids[i, L - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, L - len(s):] = 1
-    return ids.to(device), mask.to(device)
 
 
 def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int,

@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "(and of sampling when temperature > 0)."})
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out")
-    p.add_argument("--concurrency", type=int, default=8, help="episodes in flight at once")
+    p.add_argument("--concurrency", type=int, default=16,
+                   help="episodes in flight at once (16 = the local backend's batch size, so coalesced "
+                        "generate calls run full batches)")
     p.add_argument("--server", default=None, metavar="URL",
                    help="run the episodes on this LangGraph server (langgraph dev / up serving this "
                         "checkout's langgraph.json), e.g. http://127.0.0.1:2024; default: in this process")

@@ -44,6 +44,7 @@ from typing import Any, Sequence
 from langchain_core.messages import AIMessage, BaseMessage
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from policies.backends import prefix_prefill
 from policies.backends.coalescer import RequestCoalescer
 from policies.backends.common import (
     ANSWER_STOP,
@@ -81,6 +82,8 @@ class LocalChatModel(BatchedChatModel):
     coalesce: bool = Field(True, description="Gather concurrent single calls into batches.")
     coalesce_ms: float = Field(50.0, ge=0.0, description="How long the coalescer waits for more requests.")
     bf16: bool = Field(False, description="Generate under CPU bfloat16 autocast.")
+    share_prefix: bool = Field(True, description="Prefill the batch's common prompt prefix (chat header, "
+                               "system prompt) once instead of once per row (prefix_prefill).")
     stop_at: list[str] = Field(default_factory=lambda: [ANSWER_STOP],
                                description="Stop strings kept at the end of the text.")
 
@@ -220,8 +223,8 @@ class LocalChatModel(BatchedChatModel):
         tok = self._tok
         texts = [tok.apply_chat_template(to_message_dicts(p), tokenize=False, add_generation_prompt=True)
                  for p in prompts]
-        lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: lengths[i])  # less padding per chunk
+        token_ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(token_ids[i]))  # less padding per chunk
         out: list[str | None] = [None] * len(texts)
         from peft import PeftModel
 
@@ -254,20 +257,19 @@ class LocalChatModel(BatchedChatModel):
                     torch.manual_seed(int(seed))
                 for s in range(0, len(order), self.batch_size):
                     idx = order[s: s + self.batch_size]
-                    enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True,
-                              add_special_tokens=False)
+                    seqs = [token_ids[i] for i in idx]
                     kw_b = gen_kw
                     if answer_format is not None:
                         from transformers import LogitsProcessorList
 
                         from policies.constrained import AnswerFormatProcessor, answer_pattern
 
-                        pat = answer_pattern(*answer_format)
-                        proc = AnswerFormatProcessor(tok, [pat] * len(idx), enc["input_ids"].shape[1])
+                        width = max(len(q) for q in seqs)  # both layouts are this wide
+                        proc = AnswerFormatProcessor(tok, [answer_pattern(*answer_format)] * len(idx), width)
                         kw_b = {**gen_kw, "logits_processor": LogitsProcessorList([proc])}
-                    gen = model.generate(**enc, **kw_b)
+                    gen, width = prefix_prefill.generate(model, seqs, tok.pad_token_id, self.share_prefix, **kw_b)
                     self._n_generate += 1
-                    new = gen[:, enc["input_ids"].shape[1]:]
+                    new = gen[:, width:]
                     for j, i in enumerate(idx):
                         t = tok.decode(new[j], skip_special_tokens=True)
                         out[i] = cut_at(t, self.stop_at, keep=True)
