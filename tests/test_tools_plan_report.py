@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from tools.money import format_amount, format_money, format_ratio, round_cents
-from tools.plan_report import PlanReport, plan_report
+from tools.plan_report import PlanReport, extrapolation_warning, plan_report
 from tools.task import load_task
 
 HISTORY = [
@@ -33,7 +33,12 @@ def test_report_rows_reason_and_uplift():
                           "social unchanged: its MROI (1.7) is at the mean (1.7)")
     up = rep.expected_uplift
     assert up.low < up.value < up.high and up.value > 0
-    assert rep.flags == [] and rep.warnings == [] and rep.notes == []
+    assert rep.flags == [] and rep.notes == []
+    # tv and search leave the spends the records saw (tv 40,000-50,000, search 25,000-30,000)
+    assert rep.warnings == [
+        "the plan funds tv 25,000 (records: 40,000 to 50,000), search 47,000 (records: 25,000 to 30,000) "
+        "more than 10% outside the spends the records saw; the response there is extrapolated: "
+        "test the change in steps"]
     schema = PlanReport.model_json_schema()
     assert {"current", "plan", "changes", "expected_uplift", "flags", "reason"} <= set(schema["properties"])
 
@@ -89,3 +94,12 @@ def test_money_formats():
     assert format_money(1.064e5) == "106,400.00" and format_money(1e6, cents=False) == "1,000,000"
     assert format_amount(20000.0) == "20,000" and format_amount(2.5) == "2.50"
     assert format_ratio(2.6) == "2.6" and format_ratio(0.000123) == "0.000123" and "e" not in format_ratio(1.5e7)
+
+
+def test_extrapolation_warning_names_only_slots_outside_the_records():
+    task = _task()
+    assert extrapolation_warning(task, [44000, 28000, 28000]) is None  # inside every range
+    assert extrapolation_warning(task, [36500, 33000, 30500]) is None  # within 10 % of the edges
+    w = extrapolation_warning(task, [40000, 34000, 26000])
+    assert w.startswith("the plan funds search 34,000 (records: 25,000 to 30,000) more than 10%")
+    assert "tv" not in w and "social" not in w

@@ -13,7 +13,11 @@ Expected uplift: the sum over slots of the integral of each slot's fitted MROI l
 ``value +- t(0.975, dof) * se`` with ``se`` from the pooled residual variance. When a slot
 the plan moves never varied its spend in the records there is no slope, hence no
 interval: ``low``/``high`` are None and a warning names the slots. Too few records to
-estimate the noise (no residual degrees of freedom) gives no interval either.
+estimate the noise (no residual degrees of freedom) gives no interval either. A plan that
+funds a slot more than 10 % outside the spends the records saw for it gets a warning
+naming the slot and that range (:func:`extrapolation_warning`): the curve is extrapolated
+there. It is a warning, not a self-check flag: such plans are often right (money belongs
+where the returns are) but should be tested in steps.
 
 The JSON schema (``PlanReport.model_json_schema()``) documents the contract; the graph
 layer adds ``raw_text``, ``source`` and ``provenance``.
@@ -29,10 +33,12 @@ from tools.money import format_amount, format_ratio, round_cents
 from tools.self_check import Evidence, Flag, check_plan, fit_evidence, moved_slots
 from tools.task import Task
 
-__all__ = ["SlotChange", "Uplift", "PlanReport", "plan_report", "reason_text"]
+__all__ = ["SlotChange", "Uplift", "PlanReport", "plan_report", "reason_text", "extrapolation_warning"]
 
 #: An unchanged slot's MROI counts as "at the mean" within this share of the MROI range.
 AT_MEAN = 0.1
+#: A plan more than this share outside a slot's observed spend range is extrapolated.
+EXTRAPOLATION_MARGIN = 0.1
 
 
 class SlotChange(BaseModel):
@@ -143,6 +149,26 @@ def _bound_notes(task: Task, plan: np.ndarray, cur: np.ndarray) -> dict[str, str
     return notes
 
 
+def extrapolation_warning(task: Task, plan, margin: float = EXTRAPOLATION_MARGIN) -> str | None:
+    """Name every slot the plan funds more than ``margin`` outside the spends the records
+    saw for it (with that range): the fitted response there is extrapolated, so its MROI
+    and the uplift are guesses the records cannot back. None when every slot is inside."""
+    spent = np.array([r.allocation for r in task.history], float)
+    if spent.size == 0:
+        return None
+    lo, hi = spent.min(0), spent.max(0)
+    b = np.asarray(plan, float)
+    tol = 0.005 * task.unit  # rounding, not a change
+    out = np.nonzero((b > hi * (1 + margin) + tol) | (b < lo * (1 - margin) - tol))[0]
+    if not len(out):
+        return None
+    labels = task.slot_labels
+    parts = [f"{labels[t]} {format_amount(b[t])} (records: {format_amount(lo[t])} to {format_amount(hi[t])})"
+             for t in out]
+    return (f"the plan funds {', '.join(parts)} more than {margin:.0%} outside the spends the records saw; "
+            "the response there is extrapolated: test the change in steps")
+
+
 def plan_report(task: Task, plan, current=None) -> PlanReport:
     """Build the report for ``plan`` (T numbers, feasible for ``task``) against ``current``
     (default: the last history allocation)."""
@@ -161,6 +187,9 @@ def plan_report(task: Task, plan, current=None) -> PlanReport:
                        mroi_last=_sig(mroi_last[t]), mroi_predicted=_sig(mroi_pred[t]))
             for t in range(task.periods)]
     uplift, warnings = _uplift(ev, b, cur, labels)
+    extrapolated = extrapolation_warning(task, b)
+    if extrapolated:
+        warnings.append(extrapolated)
     return PlanReport(
         budget=float(task.budget), current=cur_c, plan=plan_c, changes=rows, expected_uplift=uplift,
         flags=check_plan(task, b, evidence=ev),

@@ -320,12 +320,14 @@ def _evidence_task(task, rounds: list[dict]):
 
 
 def _conclude(args, setup: Setup, values: dict, final: dict | None, out: TextIO) -> int:
-    from graph.commands.plan_output import format_plan, plan_json, provenance
+    from graph.commands.plan_output import format_plan, plan_json
+    from graph.provenance import provenance
     from tools.plan_report import plan_report
 
     task, ctx = setup.task, setup.context
     current = list(task.history[-1].allocation)
-    prov = provenance(ctx, setup.roles, ctx.seed if setup.env is not None else args.seed)
+    used = ["reasoner"] + (["optimizer"] if setup.rounds > 1 else [])  # the roles this run asked
+    prov = {**provenance(ctx, used), "seed": ctx.seed if setup.env is not None else args.seed}
     ok, source, why = _status(final, ctx) if final else (False, "none", "no round was planned")
     raw_text = (final or {}).get("text") or ""
     if not ok:

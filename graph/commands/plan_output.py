@@ -8,8 +8,12 @@ self-check's flags); this module only lays them out for a terminal and for ``--j
 
     {"current": [T], "plan": [T] | null, "changes": [{label, current, recommended, change,
      share, mroi_last, mroi_predicted}], "expected_uplift": {"value", "low", "high"} | null,
-     "flags": [{kind, slots, numbers, message}], "reason": str, "raw_text": str,
-     "source": str, "provenance": {"model", "backend", "policies", "adapters", "seed", "version"}}
+     "flags": [{kind, slots, numbers, message}], "reason": str, "warnings": [str],
+     "raw_text": str, "source": str,
+     "provenance": {"model", "backend", "policies", "adapters", "seed", "version"}}
+
+``warnings`` are the limits of the evidence (no interval for the uplift; slots funded
+outside the spends the records saw). ``provenance`` is ``graph.provenance.provenance``.
 
 ``source``: ``model``, a numeric policy's name, ``fallback:<policy>`` (``--fallback``),
 ``edited`` (the analyst's edit under ``--approve``), ``none``, or a marker the graph set.
@@ -19,9 +23,6 @@ then says why.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
-from pathlib import Path
 from typing import Any
 
 from tools.money import format_money, format_ratio, round_cents
@@ -89,41 +90,15 @@ def format_plan(report: PlanReport, flags: list[dict], source_note: str | None) 
     return "\n".join(lines)
 
 
-def adapter_sha256(path: str | Path) -> str:
-    """Digest of an adapter directory's files (names and contents, in name order)."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in Path(path).iterdir() if p.is_file()):
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
-
-
-def provenance(ctx, roles: list[str], seed: int) -> dict[str, Any]:
-    """Which model, adapters (with digests), seed and DARA version made the plan."""
-    from policies import shipped_adapter
-
-    adapters: dict[str, Any] = {}
-    for role in roles:
-        value = getattr(ctx, f"{role}_adapter")
-        path = shipped_adapter(role) if value is None else (None if str(value) == "none" else Path(value))
-        adapters[role] = None if path is None else {"path": str(path), "sha256": adapter_sha256(path)}
-    try:
-        version = importlib.metadata.version("dara")
-    except importlib.metadata.PackageNotFoundError:
-        version = None
-    uses_model = bool(roles)
-    return {"model": ctx.base if uses_model else None, "backend": ctx.backend if uses_model else None,
-            "policies": {"reasoner": ctx.reasoner, "optimizer": ctx.optimizer}, "adapters": adapters,
-            "seed": seed, "version": version}
-
-
 def plan_json(report: PlanReport | None, *, current: list[float], flags: list[dict], reason: str | None,
               raw_text: str, source: str, prov: dict) -> dict[str, Any]:
     """The ``--json`` object (see the module doc for the schema)."""
     if report is None:
         return {"current": round_cents(current), "plan": None, "changes": [], "expected_uplift": None,
-                "flags": flags, "reason": reason, "raw_text": raw_text, "source": "none", "provenance": prov}
+                "flags": flags, "reason": reason, "warnings": [], "raw_text": raw_text, "source": "none",
+                "provenance": prov}
     return {"current": report.current, "plan": report.plan,
             "changes": [c.model_dump() for c in report.changes],
             "expected_uplift": report.expected_uplift.model_dump(), "flags": flags,
-            "reason": report.reason, "raw_text": raw_text, "source": source, "provenance": prov}
+            "reason": report.reason, "warnings": list(report.warnings), "raw_text": raw_text, "source": source,
+            "provenance": prov}
