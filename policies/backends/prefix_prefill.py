@@ -70,7 +70,7 @@ def generate(model, seqs: Sequence[Sequence[int]], pad_id: int, share_prefix: bo
         ids, mask = left_pad(seqs, pad_id)
         return model.generate(input_ids=ids, attention_mask=mask, **gen_kw), ids.shape[1]
     ids, mask = prefix_layout(seqs, n, pad_id)
-    pre = model(input_ids=ids[:1, :n], attention_mask=mask[:1, :n], use_cache=True)
+    pre = model(input_ids=ids[:1, :n], attention_mask=mask[:1, :n], use_cache=True, logits_to_keep=1)
     cache = pre.past_key_values
     cache.batch_repeat_interleave(len(seqs))
     return model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, **gen_kw), ids.shape[1]
