@@ -244,6 +244,24 @@ def test_row_seeded_sampling_does_not_depend_on_batch_composition(tmp_path):
     assert other != whole
 
 
+def test_sampling_with_one_prefill_per_prompt_draws_the_same_completions(tmp_path):
+    """hf rollouts with ``group``: each distinct prompt is prefilled once and its cache
+    repeated for its rows; every row's tokens are those of the plain left-padded batch."""
+    from policies.prompts import encode
+
+    cfg = _cfg(tmp_path, max_new_tokens=10, bf16=False)
+    model, tok, _, _ = grpo.setup(cfg)
+    src = grpo.PromptSource(cfg.rollout, cfg.role, seed=0)
+    prompts = src.batch(2, 3).repeat(3)  # 2 prompts x 3 rows each
+    p_ids = common.prompt_ids(tok, [encode(r, cfg.resolved_encoding) for r in prompts.requests])
+    p_ids = p_ids[:3] + [ids[7:] for ids in p_ids[3:]]  # a shorter second prompt: left padding is exercised
+    seeds = grpo.row_seeds(0, 3, range(6))
+    plain = grpo.sample(model, tok, p_ids, cfg, seeds)
+    shared = grpo.sample(model, tok, p_ids, cfg, seeds, group=3)
+    assert torch.equal(plain[2], shared[2]) and torch.equal(plain[3], shared[3])
+    assert plain[4] == shared[4] and len(set(plain[4])) > 1
+
+
 def test_row_seeded_sampler_draws_from_softmax():
     """Gumbel-max with temperature: empirical frequencies match softmax(logits / T)."""
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])

@@ -49,7 +49,7 @@ from training.common import POLICY, REF
 from training.config import GRPOConfig, to_dict
 from training.rewards import TERMS, hold_env_term, parse_error_rate, score
 from training.rollouts import PromptSource
-from training.shared_prompts import shared_token_logprobs
+from training.shared_prompts import shared_prefill, shared_token_logprobs
 
 
 # =======================================================================================
@@ -182,7 +182,8 @@ def row_seeds(seed: int, step: int, rows: range | list[int]) -> list[int]:
 
 @torch.no_grad()
 def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seeds: list[int],
-           answer_formats: list[tuple[int, bool]] | None = None, max_new_tokens: int | None = None):
+           answer_formats: list[tuple[int, bool]] | None = None, max_new_tokens: int | None = None,
+           group: int = 1):
     """Sample one completion per prompt with the policy adapter (row ``i`` seeded by
     ``seeds[i]``, :class:`RowSeededSampler`); returns
     ``(prompt_ids (B,P), prompt_mask, completion_ids (B,K), completion_mask (B,K), texts)``.
@@ -192,7 +193,11 @@ def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seeds: list
 
     With ``answer_formats`` (``(T, signed)`` per prompt) sampling is constrained to the
     answer format exactly as the local backend decodes at inference (the log-probs used
-    by the loss are still the policy's own, unconstrained ones)."""
+    by the loss are still the policy's own, unconstrained ones).
+
+    ``group > 1``: the rows are each prompt repeated ``group`` times in a row (a step's
+    P x G rows); each distinct prompt is prefilled once and its KV cache repeated for its
+    group (:func:`training.shared_prompts.shared_prefill`), as in the log-prob passes."""
     from transformers import LogitsProcessorList
 
     if len(seeds) != len(prompt_ids):
@@ -208,11 +213,12 @@ def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seeds: list
     common.use_adapter(model, POLICY)
     model.eval()
     with common.autocast(cfg.bf16, ids.device):
+        cache = shared_prefill(model, ids, mask, group) if group > 1 else None
         gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, top_k=None, top_p=None,
                              temperature=None, max_new_tokens=max_new_tokens or cfg.max_new_tokens,
                              pad_token_id=fill, eos_token_id=tok.eos_token_id,
                              stop_strings=["</answer>"], tokenizer=tok, use_cache=True,
-                             logits_processor=LogitsProcessorList(procs))
+                             past_key_values=cache, logits_processor=LogitsProcessorList(procs))
     comp = gen[:, ids.shape[1]:]
     cmask = completion_mask(comp, tok.eos_token_id, fill)
     texts = [tok.decode(c[m.bool()], skip_special_tokens=True) for c, m in zip(comp, cmask)]
@@ -262,7 +268,8 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
     cap = cfg.completion_cap([r.task.periods for r in step_prompts.requests])  # the step's, on every rank
     seeds = row_seeds(cfg.seed, step, range(mine.start * G, mine.stop * G))  # global row indices
     if rollouts is None:
-        ids, mask, comp, cmask, texts = sample(model, tok, p_ids, cfg, seeds, formats, cap)
+        ids, mask, comp, cmask, texts = sample(model, tok, p_ids, cfg, seeds, formats, cap,
+                                               group=G if cfg.share_prompts else 1)
     else:
         ids, mask, comp, cmask, texts = rollouts.sample(model, tok, p_ids, cfg, seeds, formats, cap, step)
     t_gen = time.time() - t0

@@ -6,7 +6,8 @@ A GRPO step scores G completions of each of its prompts. The prompt (~420 tokens
 its time running the same prompt G times. Here each distinct prompt runs once, its KV
 cache is repeated for the G rows of its group (``Cache.batch_repeat_interleave``) and only
 the completion tokens run on top of it. The first completion token's logit is the
-prompt's last logit, repeated.
+prompt's last logit, repeated. :func:`shared_prefill` does the same for sampling (hf
+rollouts): ``generate`` continues from the repeated cache.
 
 The result is the same quantity as the plain pass (equal up to float rounding: the
 attention sums the same terms in another grouping). Autograd flows through the repeat
@@ -66,3 +67,17 @@ def shared_token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, comp: to
                         past_key_values=cache, use_cache=True)
             logits = torch.cat([first, out.logits], dim=1)
     return gather_logprobs(logits.float(), comp)
+
+
+def shared_prefill(model, ids: torch.Tensor, mask: torch.Tensor, group: int):
+    """KV cache of every row's prompt but its last token, computed once per distinct prompt
+    and repeated for its ``group`` rows: ``model.generate(input_ids=ids, attention_mask=mask,
+    past_key_values=<this>)`` then runs only each row's last prompt token and the new
+    tokens. Positions follow the mask, as ``generate`` derives them."""
+    u_ids, u_mask = distinct_prompts(ids, mask, group)
+    head, head_mask = u_ids[:, :-1], u_mask[:, :-1]
+    pos = (head_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=head, attention_mask=head_mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(group)
+    return cache
