@@ -274,3 +274,38 @@ def test_row_seeded_sampler_draws_from_softmax():
     assert torch.allclose(counts / n, want, atol=0.015)
     top = grpo.RowSeededSampler([7], temperature=1.0, top_p=0.5)  # nucleus keeps only the top token
     assert all(int(top(None, logits.clone()).argmax()) == 0 for _ in range(200))
+
+
+def test_keep_groups_prefers_groups_with_a_signal():
+    std = np.array([0.0, 0.3, 0.0, 1.2, 0.5])
+    assert grpo.keep_groups(std, 2).tolist() == [1, 3]
+    assert grpo.keep_groups(std, 4).tolist() == [0, 1, 3, 4]  # filled up in draw order
+    assert grpo.keep_groups(np.zeros(3), 2).tolist() == [0, 1]
+
+
+def test_extra_prompts_train_on_the_groups_whose_rewards_differ(tmp_path, monkeypatch):
+    """Dynamic sampling: 4 groups drawn, the first two score alike; the step trains on the
+    other two (their rewards reach the advantages) and logs the drawn zero-std share."""
+    from conftest import fake_score
+
+    G = 3
+
+    def score(texts, requests, *a, **kw):
+        total, terms, p = fake_score(texts, requests, *a, **kw)
+        total[:2 * G] = 1.0  # groups 0 and 1: no signal
+        return total, {k: v.copy() for k, v in terms.items()}, p
+
+    seen = []
+    adv = grpo.group_advantages
+    monkeypatch.setattr(grpo, "score", score)
+    monkeypatch.setattr(grpo, "group_advantages", lambda r, eps: (seen.append(r.clone()), adv(r, eps))[1])
+    cfg = _cfg(tmp_path, steps=1, group_size=G, extra_prompts=2)
+    grpo.train(cfg, progress=False)
+    row = _rows(tmp_path / "run" / "log.jsonl")[0]
+    assert row["train/frac_groups_zero_std_drawn"] == 0.5 and row["train/frac_groups_zero_std"] == 0.0
+    assert seen[0].shape == (2, G) and bool((seen[0].std(dim=1) > 0).all())
+
+
+def test_extra_prompts_need_hf_rollouts():
+    with pytest.raises(ValueError, match="extra_prompts .* needs rollout_engine hf"):
+        GRPOConfig(role="optimizer", extra_prompts=2, rollout_engine="vllm").validate()

@@ -293,6 +293,9 @@ class GRPOConfig(_Common):
                                     "policies.prompts.answer_token_cap of the step's prompts).")
     constrained: bool = _h(True, "Sample with the answer format enforced (policies.constrained), as the "
                            "local backend decodes at inference; the model still picks every digit.")
+    extra_prompts: int = _h(0, "Dynamic sampling: draw this many more prompts per step and train on the "
+                            "prompts_per_step groups whose rewards differ (zero-std groups carry no "
+                            "policy-gradient signal); 0 = off. One process, hf rollouts.")
     share_prompts: bool = _h(True, "Log-prob passes run each distinct prompt once and repeat its KV cache "
                              "for the group's G completions (training.shared_prompts; same values, "
                              "less compute); off: every row runs prompt + completion.")
@@ -318,6 +321,10 @@ class GRPOConfig(_Common):
         if self.eps_high is not None:
             _pos("eps_high", self.eps_high)
         _pos("mu", self.mu)
+        _nonneg("extra_prompts", self.extra_prompts)
+        if self.extra_prompts and self.rollout_engine != "hf":
+            raise ValueError(f"extra_prompts ({self.extra_prompts}) needs rollout_engine hf, "
+                             f"got {self.rollout_engine!r}")
         _nonneg("ref_sync_every", self.ref_sync_every)
         if not 0 < self.ref_sync_alpha <= 1:
             raise ValueError(f"ref_sync_alpha must be in (0, 1], got {self.ref_sync_alpha}")

@@ -66,6 +66,14 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     return (rewards - mean) / (std + eps)
 
 
+def keep_groups(group_std: np.ndarray, keep: int) -> np.ndarray:
+    """Indices of the ``keep`` groups a step trains on when it drew more (dynamic
+    sampling): groups whose rewards differ (std > 0) in draw order, then zero-std groups
+    in draw order to fill up (they only add the KL term)."""
+    order = np.concatenate([np.nonzero(group_std > 0)[0], np.nonzero(~(group_std > 0))[0]])
+    return np.sort(order[:keep])
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Mean of ``x`` over positions where ``mask`` is 1 (all of them, or along ``dim``)."""
     mask = mask.to(x.dtype)
@@ -257,8 +265,8 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
 
     t0 = time.time()
     P, G = cfg.prompts_per_step, cfg.group_size
-    step_prompts = src.batch(P, step)
-    mine = distributed.world().shard(P, "prompts_per_step")  # whole groups stay on one rank
+    step_prompts = src.batch(P + cfg.extra_prompts, step)  # extra_prompts > 0: one process (validated)
+    mine = distributed.world().shard(P + cfg.extra_prompts, "prompts_per_step")  # whole groups stay on one rank
     prompts = step_prompts.rows(mine).repeat(G)  # rows: prompt 0 x G, prompt 1 x G, ...
     enc = cfg.resolved_encoding
     p_ids = common.prompt_ids(tok, [encode(r, enc) for r in prompts.requests])
@@ -275,7 +283,17 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
     t_gen = time.time() - t0
     total, terms, parsed = score(texts, prompts.requests, prompts.mroi, enc, cfg.reward,
                                  value_fn=prompts.value, best_value=prompts.best_value())
+    ok = parsed.ok
     rewards = torch.tensor(total, dtype=torch.float32, device=cmask.device).view(len(mine), G)
+    drawn_zero_std = float((rewards.std(dim=1) == 0).float().mean())
+    if cfg.extra_prompts:  # dynamic sampling: train on the P groups that carry a signal
+        rows = torch.from_numpy(np.repeat(keep_groups(rewards.std(dim=1).cpu().numpy(), P) * G, G)
+                                + np.tile(np.arange(G), P))
+        ids, mask, comp, cmask = ids[rows], mask[rows], comp[rows], cmask[rows]
+        total, ok, terms = total[rows], ok[rows], {k: v[rows.numpy()] for k, v in terms.items()}
+        prompts = prompts.rows(rows.numpy())
+        rewards = rewards.view(-1)[rows.to(rewards.device)].view(P, G)
+        mine = range(P)
     adv = group_advantages(rewards, cfg.adv_eps).view(-1)
 
     # --- log-probs of the sampled tokens -----------------------------------------------
@@ -310,12 +328,14 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
         common.copy_adapter(model, POLICY, REF, cfg.ref_sync_alpha)
 
     # --- the log row, from every rank's rows (rank order = the step's row order) ---------
-    mine_rows = {"total": total, "ok": parsed.ok, "len": cmask.sum(1).cpu().numpy(),
+    mine_rows = {"total": total, "ok": ok, "len": cmask.sum(1).cpu().numpy(),
                  "hold": hold_env_term(prompts.requests, cfg.reward.env_alpha),
                  **{k: terms[k] for k in TERMS + ("regret", "value_gain", "answer_regret")}}
     parts = distributed.gather(mine_rows)
     rows = {k: np.concatenate([part[k] for part in parts]) for k in mine_rows}
     row = log_row(step, rows, P, G, first, lr, refreshed, time.time() - t0, t_gen)
+    if cfg.extra_prompts:
+        row["train/frac_groups_zero_std_drawn"] = drawn_zero_std
     if rollouts is not None:
         row.update(rollouts.compare(first_lp, cmask))
     return row
@@ -381,9 +401,10 @@ def _train(cfg: GRPOConfig, progress: bool, model_bundle, rollouts) -> Path:
     cfg.validate()
     world = distributed.world(distributed.resolve_device(cfg.device))  # nccl on CUDA, gloo on CPU
     world.shard(cfg.prompts_per_step, "prompts_per_step")  # fail before loading anything
-    if world.size > 1 and rollouts is not None:
-        raise ValueError("--rollout-engine vllm runs in one process for now (every rank would start its "
-                         "own engine); use --rollout-engine hf with several processes")
+    if world.size > 1 and (rollouts is not None or cfg.extra_prompts):
+        raise ValueError("--rollout-engine vllm and --extra-prompts run in one process for now (every rank "
+                         "would start its own engine / keep its own groups); use --rollout-engine hf and "
+                         "--extra-prompts 0 with several processes")
     progress = progress and world.is_main
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
