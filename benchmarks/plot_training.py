@@ -4,7 +4,7 @@
         sft-reasoner=training/checkpoints/sft-reasoner/log.jsonl \
         sft-optimizer=training/checkpoints/sft-optimizer/log.jsonl
 
-Each ``name=path`` is one run; every metric key found (``train/loss``,
+Each ``name=path`` is one run; every ``--keys`` metric found (default ``train/loss``,
 ``train/reward``, ``train/env_gain``, ``train/kl``) gets a panel, smoothed with a running mean.
 """
 
@@ -22,6 +22,9 @@ def main(argv=None) -> int:
     p.add_argument("runs", nargs="+", help="name=path/to/log.jsonl")
     p.add_argument("--out", required=True)
     p.add_argument("--smooth", type=int, default=5)
+    p.add_argument("--keys", default="train/loss,train/reward,train/env_gain,train/kl",
+                   help="comma list of log keys, one panel each (those no run logs are skipped); GRPO "
+                        "diagnostics: train/reward_std,train/frac_groups_zero_std,train/value_gain")
     args = p.parse_args(argv)
     import matplotlib
 
@@ -34,15 +37,19 @@ def main(argv=None) -> int:
         if not path:
             raise SystemExit(f"expected name=path, got {spec!r}")
         runs[name] = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
-    keys = [k for k in ("train/loss", "train/reward", "train/env_gain", "train/kl") if any(k in r[0] for r in runs.values() if r)]
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.4), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    keys = [k for k in args.keys.split(",") if any(k in r[0] for r in runs.values() if r)]
+    cols = min(len(keys), 4)
+    nrows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.3 * nrows), squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, keys):
         for name, rows in runs.items():
             rows = [r for r in rows if key in r]
             if not rows:
                 continue
             x = np.array([r["step"] for r in rows])
-            y = np.array([r[key] for r in rows], float)
+            y = np.array([np.nan if r[key] is None else r[key] for r in rows], float)
             k = max(1, min(args.smooth, len(y)))
             ys = np.convolve(y, np.ones(k) / k, mode="valid")
             (line,) = ax.plot(x[k - 1:], ys, label=name)
