@@ -285,14 +285,16 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
                                  value_fn=prompts.value, best_value=prompts.best_value())
     ok = parsed.ok
     rewards = torch.tensor(total, dtype=torch.float32, device=cmask.device).view(len(mine), G)
-    drawn_zero_std = float((rewards.std(dim=1) == 0).float().mean())
+    group_std = rewards.std(dim=1)
+    drawn_zero_std = float((group_std == 0).float().mean())
     if cfg.extra_prompts:  # dynamic sampling: train on the P groups that carry a signal
-        rows = torch.from_numpy(np.repeat(keep_groups(rewards.std(dim=1).cpu().numpy(), P) * G, G)
-                                + np.tile(np.arange(G), P))
-        ids, mask, comp, cmask = ids[rows], mask[rows], comp[rows], cmask[rows]
-        total, ok, terms = total[rows], ok[rows], {k: v[rows.numpy()] for k, v in terms.items()}
-        prompts = prompts.rows(rows.numpy())
-        rewards = rewards.view(-1)[rows.to(rewards.device)].view(P, G)
+        groups = keep_groups(group_std.cpu().numpy(), P)
+        rows = (groups[:, None] * G + np.arange(G)).ravel()
+        idx = torch.from_numpy(rows).to(cmask.device)
+        ids, mask, comp, cmask = ids[idx], mask[idx], comp[idx], cmask[idx]
+        total, ok, terms = total[rows], ok[rows], {k: v[rows] for k, v in terms.items()}
+        prompts = prompts.rows(rows)
+        rewards = rewards[torch.from_numpy(groups).to(rewards.device)]
         mine = range(P)
     adv = group_advantages(rewards, cfg.adv_eps).view(-1)
 

@@ -5,9 +5,8 @@ A GRPO step scores G completions of each of its prompts. The prompt (~420 tokens
 (:func:`training.common.token_logprobs` over ``prompt + completion`` rows) spends most of
 its time running the same prompt G times. Here each distinct prompt runs once, its KV
 cache is repeated for the G rows of its group (``Cache.batch_repeat_interleave``) and only
-the completion tokens run on top of it. The first completion token's logit is the
-prompt's last logit, repeated. :func:`shared_prefill` does the same for sampling (hf
-rollouts): ``generate`` continues from the repeated cache.
+the last prompt token and the completion tokens run on top of it. Sampling (hf rollouts)
+uses the same :func:`shared_prefill`: ``generate`` continues from the repeated cache.
 
 The result is the same quantity as the plain pass (equal up to float rounding: the
 attention sums the same terms in another grouping). Autograd flows through the repeat
@@ -44,29 +43,19 @@ def shared_token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, comp: to
 
     ``ids``/``mask`` ``(B, P)``: left-padded prompts, each repeated ``group`` times in a
     row; ``comp``/``cmask`` ``(B, K)``: the sampled completions and their real-token mask.
+    On top of :func:`shared_prefill` (every prompt token but the last) run the last prompt
+    token and the completion's first K - 1 tokens: their K logits predict ``comp``.
     Positions follow the attention mask exactly as in the plain pass, so left padding and
     padding after a stop string do not shift them.
     """
-    u_ids, u_mask = distinct_prompts(ids, mask, group)
-    K = comp.shape[1]
-    u_pos = (u_mask.cumsum(-1) - 1).clamp(min=0)
+    step_mask = torch.cat([mask[:, -1:], cmask[:, :-1].to(mask.dtype)], dim=1)  # last column is real
+    pos = mask.sum(-1, keepdim=True) - 2 + step_mask.cumsum(-1)
     with autocast(bf16, ids.device):
-        pre = model(input_ids=u_ids, attention_mask=u_mask, position_ids=u_pos,
-                    logits_to_keep=1, use_cache=True)
-        first = pre.logits[:, -1:].repeat_interleave(group, dim=0)  # predicts completion token 0
-        if K == 1:
-            logits = first
-        else:
-            cache = pre.past_key_values
-            cache.batch_repeat_interleave(group)
-            inp = comp[:, :-1]  # the last completion token predicts nothing we score
-            full_mask = torch.cat([mask, cmask[:, :-1].to(mask.dtype)], dim=1)
-            n_prompt = mask.sum(-1, keepdim=True)
-            pos = (n_prompt + cmask[:, :-1].long().cumsum(-1) - 1).clamp(min=0)
-            out = model(input_ids=inp, attention_mask=full_mask, position_ids=pos,
-                        past_key_values=cache, use_cache=True)
-            logits = torch.cat([first, out.logits], dim=1)
-    return gather_logprobs(logits.float(), comp)
+        cache = shared_prefill(model, ids, mask, group)
+        out = model(input_ids=torch.cat([ids[:, -1:], comp[:, :-1]], dim=1),
+                    attention_mask=torch.cat([mask[:, :-1], step_mask], dim=1), position_ids=pos,
+                    past_key_values=cache, use_cache=True)
+    return gather_logprobs(out.logits.float(), comp)
 
 
 def shared_prefill(model, ids: torch.Tensor, mask: torch.Tensor, group: int):
