@@ -10,6 +10,8 @@ one run per configuration:
 - ``local-plain``     — batched as before those two (``sdpa``, every row prefilled whole),
   timed in the same process on the same prompts, for the ratio;
 - ``vllm``            — vLLM's offline engine (worker subprocess), all prompts in one call;
+- ``local-bf16p``     — ``local`` batched with the prompt run under bf16 autocast and the
+  decode in fp32 (``bf16_prefill``); ``threads-bf16p`` the same on the threads path;
 - ``threads``         — the path concurrent ``dara run`` episodes take: ``--threads``
   callers each ask an ``llm`` Optimizer policy (local backend) for ONE decision at a
   time; the backend's request coalescer gathers them into batched generates.
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="Optimizer adapter dir, or none (default: shipped, else random; none unless --base embedded).")
     ap.add_argument("--base", default="embedded", help="Base model: embedded, tiny-random or an HF dir.")
     ap.add_argument("--backends", default="local1,local,vllm",
-                    help="Comma list of local1, local, local-plain, vllm, threads.")
+                    help="Comma list of local1, local, local-plain, local-bf16p, vllm, threads, threads-bf16p.")
     ap.add_argument("--threads", type=int, default=8,
                     help="Concurrent single-decision callers for the threads configuration.")
     ap.add_argument("--vllm-dtype", default="float32")
@@ -153,12 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         texts_by["vllm"] = texts
         add("vllm (offline)", args.n, args.n, secs, texts, requests)
 
-    if {"local1", "local", "local-plain"} & set(wanted):
+    if {"local1", "local", "local-plain", "local-bf16p"} & set(wanted):
         from policies.backends.local import LocalChatModel
 
         t0 = time.monotonic()
         local = LocalChatModel(base=args.base, adapters=adapters,
-                               max_new_tokens=args.max_new_tokens, coalesce=False, batch_size=args.batch_size)
+                               max_new_tokens=args.max_new_tokens, coalesce=False, batch_size=args.batch_size,
+                               bf16_prefill=False)
         notes.append(f"local model + adapter load: {time.monotonic() - t0:.0f} s (not counted), fp32")
         # warm-up at full batch size: the first full-size batch of a process pays one-off costs
         local.generate_texts(prompts[:args.batch_size], adapter=adapter)
@@ -177,6 +180,15 @@ def main(argv: list[str] | None = None) -> int:
             texts_by["local-plain"] = texts
             notes.append(f"local plain = transformers' sdpa attention, every row prefilled whole "
                          f"(the batched path before `{attn}` and prefix prefill)")
+        if "local-bf16p" in wanted:  # the prompt under bf16 autocast, the decode in fp32
+            local.bf16_prefill = True
+            try:
+                t0 = time.monotonic()
+                texts = local.generate_texts(prompts, adapter=adapter)
+                add("local, bf16 prefill", args.batch_size, args.n, time.monotonic() - t0, texts, requests)
+            finally:
+                local.bf16_prefill = False
+            texts_by["local-bf16p"] = texts
         if "local1" in wanted:
             k = min(args.n, args.batch1_limit or args.n)
             t0 = time.monotonic()
@@ -191,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             add("local", args.batch_size, args.n, time.monotonic() - t0, texts, requests)
             texts_by["local"] = texts
 
-    if "threads" in wanted:
+    if {"threads", "threads-bf16p"} & set(wanted):
         from concurrent.futures import ThreadPoolExecutor
 
         from policies import make_policy
@@ -201,20 +213,31 @@ def main(argv: list[str] | None = None) -> int:
                              batch_size=args.batch_size)
         policy.propose(requests[:1])  # warm-up (model load, constrained-decoding tables)
         chat = policy.chat_model
-        calls0 = chat.generate_calls
-        t0 = time.monotonic()
-        with ThreadPoolExecutor(args.threads) as pool:
-            decisions = list(pool.map(lambda r: policy.propose([r])[0], requests))
-        secs = time.monotonic() - t0
-        texts = [d.text for d in decisions]
-        add(f"local, {args.threads} threads", "coalesced", args.n, secs, texts, requests)
-        notes.append(f"threads: {args.n} single-decision calls from {args.threads} threads through "
-                     f"LLMPolicy (constrained answer format) ran as {chat.generate_calls - calls0} "
-                     f"batched generate calls")
+        for name in [w for w in ("threads", "threads-bf16p") if w in wanted]:
+            chat.bf16_prefill = name == "threads-bf16p"
+            calls0 = chat.generate_calls
+            t0 = time.monotonic()
+            with ThreadPoolExecutor(args.threads) as pool:
+                decisions = list(pool.map(lambda r: policy.propose([r])[0], requests))
+            secs = time.monotonic() - t0
+            texts = [d.text for d in decisions]
+            texts_by[name] = texts
+            add(f"local, {args.threads} threads" + (", bf16 prefill" if chat.bf16_prefill else ""),
+                "coalesced", args.n, secs, texts, requests)
+            notes.append(f"{name}: {args.n} single-decision calls from {args.threads} threads through "
+                         f"LLMPolicy (constrained answer format) ran as {chat.generate_calls - calls0} "
+                         f"batched generate calls")
+        chat.bf16_prefill = False
+    if "threads" in texts_by and "threads-bf16p" in texts_by:
+        same = sum(a == b for a, b in zip(texts_by["threads"], texts_by["threads-bf16p"]))
+        notes.append(f"greedy texts identical between threads (fp32) and threads bf16 prefill: {same}/{args.n}")
 
     if "local-plain" in texts_by and "local" in texts_by:
         same = sum(a == b for a, b in zip(texts_by["local-plain"], texts_by["local"]))
         notes.append(f"greedy texts identical between local plain and local batched: {same}/{args.n}")
+    if "local-bf16p" in texts_by and "local" in texts_by:
+        same = sum(a == b for a, b in zip(texts_by["local-bf16p"], texts_by["local"]))
+        notes.append(f"greedy texts identical between local (fp32) and local bf16 prefill: {same}/{args.n}")
     if "vllm" in texts_by and "local" in texts_by:
         same = sum(a == b for a, b in zip(texts_by["vllm"], texts_by["local"]))
         notes.append(f"greedy texts identical between local batched and vllm: {same}/{args.n}")

@@ -39,3 +39,35 @@ def test_shared_prefix_generates_the_plain_tokens(stop):
     assert w0 == w1 == max(len(s) for s in seqs)
     assert torch.equal(plain[:, w0:], shared[:, w1:])
     assert len({tuple(r) for r in plain[:, w0:].tolist()}) > 1  # rows differ: the test can tell them apart
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_separate_prompt_prefill_generates_the_plain_tokens(share):
+    """The bf16-prefill path (the prompt but its last token run before ``generate``), taken
+    in fp32: positions, mask and cache hand-over must give the plain tokens."""
+    model, tok = tiny_random_model(seed=5)
+    g = torch.Generator().manual_seed(2)
+    head = torch.randint(5, 400, (30,), generator=g).tolist()
+    seqs = [head + torch.randint(5, 400, (n,), generator=g).tolist() for n in (2, 9, 5)]
+    kw = dict(max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)
+    with torch.inference_mode():
+        plain, w0 = prefix_prefill.generate(model, seqs, tok.pad_token_id, share_prefix=False, **kw)
+        sep, w1 = prefix_prefill.generate(model, seqs, tok.pad_token_id, share_prefix=share,
+                                          prefill_dtype=torch.float32, **kw)
+    assert w0 == w1
+    assert torch.equal(plain[:, w0:], sep[:, w1:])
+    assert len({tuple(r) for r in plain[:, w0:].tolist()}) > 1
+
+
+def test_bf16_prefill_decodes_over_a_float32_cache():
+    model, tok = tiny_random_model(seed=5)
+    seqs = [list(range(10, 40)), list(range(10, 35)) + [50, 51]]
+    with torch.inference_mode():
+        out, w = prefix_prefill.generate(model, seqs, tok.pad_token_id, prefill_dtype=torch.bfloat16,
+                                         max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape == (2, w + 4) and out.dtype == torch.long
+    cache = model(input_ids=torch.tensor([seqs[0]]), use_cache=True).past_key_values
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cache = model(input_ids=torch.tensor([[1, 2]]), past_key_values=cache, use_cache=True).past_key_values
+    prefix_prefill.upcast_cache(cache)
+    assert all(layer.keys.dtype == layer.values.dtype == torch.float32 for layer in cache.layers)
