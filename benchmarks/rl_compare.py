@@ -2,7 +2,7 @@
 
     python benchmarks/rl_compare.py runs/eval-generalist/episodes \
         --runs gen-grpo-optimizer-hint gen-grpo-optimizer-hint-fixed-ref gen-sft-optimizer-hint \
-        --json docs/data/rl-compare.json
+        --json docs/data/rl-compare.json --plot docs/img/rl_compare.png
 
 Reads the episodes ``MODE=rl benchmarks/eval_generalist.sh`` keeps
 (``EPISODES/rl-<run>-<cell>/<cell family>/dara/episodes.jsonl``). Every run of a cell
@@ -10,7 +10,9 @@ played the same environments (same ``--seed``, same feedback-noise draws), so ep
 pair by id. Per cell and round: the mean regret (%) of each run, and, for the first run
 against each other, the two-sided Wilcoxon signed-rank test of the per-environment
 regret differences (``scipy.stats.wilcoxon``; rounds where every difference is zero get
-p = 1). Prints one markdown table per cell; ``--json`` keeps the numbers.
+p = 1), how many environments the first run ends lower / higher on, and 95% t-intervals
+of the means. Prints one markdown table per cell; ``--json`` keeps the numbers,
+``--plot`` draws them (one panel per cell, paired p < 0.05 marked).
 """
 
 from __future__ import annotations
@@ -64,7 +66,19 @@ def compare_cell(episodes: Path, runs: list[str], cell: str) -> dict:
         "regret": {r: [float(x) for x in arr[r].mean(0)] for r in runs},
         "wilcoxon_p": {r: [paired_p(arr[first][:, k], arr[r][:, k]) for k in range(K)] for r in runs[1:]},
         "wins": {r: [int((arr[first][:, k] < arr[r][:, k]).sum()) for k in range(K)] for r in runs[1:]},
+        "losses": {r: [int((arr[first][:, k] > arr[r][:, k]).sum()) for k in range(K)] for r in runs[1:]},
+        "ci95": {r: [float(x) for x in ci95(arr[r])] for r in runs},
     }
+
+
+def ci95(a: np.ndarray) -> np.ndarray:
+    """Half-width of the 95% t-interval of the per-round mean over environments (rows)."""
+    from scipy.stats import t
+
+    n = a.shape[0]
+    if n < 2:
+        return np.zeros(a.shape[1])
+    return t.ppf(0.975, n - 1) * a.std(0, ddof=1) / np.sqrt(n)
 
 
 def cells_of(episodes: Path, runs: list[str]) -> list[str]:
@@ -82,7 +96,43 @@ def markdown(cell: str, res: dict, runs: list[str]) -> str:
         lines.append(f"| {r} | " + " | ".join(f"{100 * v:.2f}" for v in res["regret"][r]) + " |")
     for r in runs[1:]:
         lines.append(f"| p vs {r} | " + " | ".join(f"{p:.3f}" for p in res["wilcoxon_p"][r]) + " |")
+        lines.append(f"| lower / higher than {r} | " + " | ".join(
+            f"{w}/{lo}" for w, lo in zip(res["wins"][r], res["losses"][r])) + " |")
     return "\n".join(lines) + "\n"
+
+
+def plot(path: Path, out: dict, runs: list[str]) -> None:
+    """One panel per cell: mean regret per round of each run with its 95% band; rounds
+    where the first run differs from another at p < 0.05 are marked on the first run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = list(out)
+    cols = min(3, len(cells))
+    rows = -(-len(cells) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, cell in zip(axes.flat, cells):
+        res = out[cell]
+        for r in runs:
+            m, h = 100 * np.array(res["regret"][r]), 100 * np.array(res["ci95"][r])
+            x = np.arange(1, len(m) + 1)
+            (line,) = ax.plot(x, m, marker="o", ms=3, label=r)
+            ax.fill_between(x, m - h, m + h, alpha=0.15, color=line.get_color())
+        first = 100 * np.array(res["regret"][runs[0]])
+        sig = [k for k in range(len(first)) if any(res["wilcoxon_p"][r][k] < 0.05 for r in runs[1:])]
+        ax.plot([k + 1 for k in sig], first[sig], "k*", ms=9, label="p < 0.05 (paired)" if sig else None)
+        ax.set_title(f"{cell} ({res['envs']} envs)", fontsize=9)
+        ax.set_xlabel("round")
+        ax.set_ylabel("regret %")
+    for ax in list(axes.flat)[len(cells):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
 
 
 def main(argv=None) -> int:
@@ -90,6 +140,7 @@ def main(argv=None) -> int:
     ap.add_argument("episodes", type=Path, help="the --llm-out root of MODE=rl (…/episodes)")
     ap.add_argument("--runs", nargs="+", required=True, help="run names; the first is tested against the others")
     ap.add_argument("--json", type=Path, default=None, help="write the numbers here")
+    ap.add_argument("--plot", type=Path, default=None, help="draw regret per round per cell to this PNG")
     args = ap.parse_args(argv)
     if len(args.runs) < 2:
         ap.error("--runs needs at least two runs to compare")
@@ -103,6 +154,8 @@ def main(argv=None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"runs": args.runs, "cells": out}, indent=1) + "\n")
+    if args.plot:
+        plot(args.plot, out, args.runs)
     return 0
 
 

@@ -37,7 +37,9 @@ def test_runs_pair_by_episode_and_are_tested_per_round(tmp_path, capsys):
     _write(tmp_path, "sft", "quadratic-T6", {**{i: list(r) for i, r in reversed(list(zip(ids, b)))},
                                               "quadratic-s7-00099": [0.0, 0.0, 0.0]})
     out = tmp_path / "rl.json"
-    assert _load().main([str(tmp_path), "--runs", "grpo", "sft", "--json", str(out)]) == 0
+    png = tmp_path / "rl.png"
+    assert _load().main([str(tmp_path), "--runs", "grpo", "sft", "--json", str(out), "--plot", str(png)]) == 0
+    assert png.stat().st_size > 1000
     cells = json.loads(out.read_text())["cells"]
     assert list(cells) == ["quadratic-T6"]
     res = cells["quadratic-T6"]
@@ -45,7 +47,9 @@ def test_runs_pair_by_episode_and_are_tested_per_round(tmp_path, capsys):
     np.testing.assert_allclose(res["regret"]["sft"], b.mean(0))
     for k in range(3):
         assert res["wilcoxon_p"]["sft"][k] == pytest.approx(wilcoxon(a[:, k], b[:, k]).pvalue)
-        assert res["wins"]["sft"][k] == 12
+        assert res["wins"]["sft"][k] == 12 and res["losses"]["sft"][k] == 0
+    half = 2.201 * b.std(0, ddof=1) / np.sqrt(12)  # t(0.975, 11)
+    np.testing.assert_allclose(res["ci95"]["sft"], half, rtol=1e-3)
     assert "p vs sft" in capsys.readouterr().out
 
 
