@@ -7,7 +7,10 @@ builds the rows of real steps and samples them with
 
 - ``hf plain``  — ``training.grpo.sample``, every row prefilled whole;
 - ``hf shared`` — the same with ``group=G``: each distinct prompt prefilled once, its KV
-  cache repeated for its G rows (``training.shared_prompts.shared_prefill``);
+  cache repeated for its G rows (``training.shared_prompts.shared_prefill``); on CPU the
+  decode runs in fp32 over the upcast cache (``sampling_prefill``);
+- ``hf shared bf16`` — ``hf shared`` with the decode under bf16 autocast too (how the
+  trainer sampled before the fp32 decode);
 - ``vllm``      — ``training.vllm_rollouts.VLLMRollouts`` (offline engine in a worker
   process, the current adapter published as a LoRA; engine start-up not counted),
 
@@ -16,6 +19,7 @@ tokens per second. The two hf variants draw the same tokens (row-seeded sampling
 draws its own (same distribution, other random numbers).
 
     python benchmarks/grpo_rollouts.py --steps 3 --first-step 9
+    python benchmarks/grpo_rollouts.py --steps 3 --first-step 9 --variants "hf shared bf16,hf shared" --no-vllm
     python benchmarks/grpo_rollouts.py --base tiny-random --steps 1 --no-vllm   # code paths only
 """
 
@@ -42,6 +46,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--first-step", type=int, default=9)
     ap.add_argument("--no-vllm", action="store_true")
+    ap.add_argument("--variants", default="hf plain,hf shared",
+                    help="comma list of hf plain, hf shared, hf shared bf16 (vllm is added unless --no-vllm)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -71,15 +77,19 @@ def main(argv=None) -> int:
             if vllm is not None and step == args.first_step:  # engine start-up, not timed
                 vllm.sample(model, tok, p_ids[:1], cfg, seeds[:1], formats[:1], 4, 0)
             res = {}
-            variants = [("hf plain", 1), ("hf shared", G)] + ([] if vllm is None else [("vllm", None)])
-            for name, group in variants:
+            known = {"hf plain": (1, True), "hf shared": (G, True), "hf shared bf16": (G, False)}
+            variants = [(n.strip(), *known[n.strip()]) for n in args.variants.split(",")]
+            variants += [] if vllm is None else [("vllm", None, True)]
+            for name, group, fp32_decode in variants:
                 t0 = time.perf_counter()
                 if group is None:
                     _, _, comp, cmask, texts = vllm.sample(model, tok, p_ids, cfg, seeds, formats, cap, step)
                 else:
-                    _, _, comp, cmask, texts = grpo.sample(model, tok, p_ids, cfg, seeds, formats, cap, group=group)
+                    _, _, comp, cmask, texts = grpo.sample(model, tok, p_ids, cfg, seeds, formats, cap, group=group,
+                                                           fp32_decode=fp32_decode)
                 res[name] = (time.perf_counter() - t0, float(cmask.sum()), texts)
-            same = sum(a == b for a, b in zip(res["hf plain"][2], res["hf shared"][2]))
+            a, b = (res[v[0]][2] for v in variants[:2])
+            same = sum(x == y for x, y in zip(a, b))
             rows.append((step, len(p_ids[0]), cap, res, same))
             print(f"step {step}: " + ", ".join(f"{k} {v[0]:.1f} s" for k, v in res.items()), flush=True)
 
@@ -88,14 +98,15 @@ def main(argv=None) -> int:
     lines = [f"GRPO-A rollouts, {args.base}{' + ' + Path(adapter).parent.name if adapter else ''}, "
              f"P={P} G={G}, answer format enforced, bf16={cfg.bf16}, load average {load[0]:.2f} {load[1]:.2f}",
              "", "| step | prompt tokens | cap | " + " | ".join(f"{n} s (tok/s)" for n in names)
-             + " | hf texts identical |", "|---|---|---|" + "---|" * len(names) + "---|"]
+             + f" | texts identical ({names[0]} / {names[1]}) |", "|---|---|---|" + "---|" * len(names) + "---|"]
     for step, lp, cap, res, same in rows:
         cells = " | ".join(f"{res[n][0]:.1f} ({res[n][1] / res[n][0]:.0f})" for n in names)
         lines.append(f"| {step} | {lp} | {cap} | {cells} | {same}/{P * G} |")
     tot = {n: sum(r[3][n][0] for r in rows) for n in names}
+    last = names[-2] if "vllm" in tot else names[-1]
     lines += ["", "total: " + ", ".join(f"{n} {t:.1f} s" for n, t in tot.items())
-              + f"; hf shared is {tot['hf plain'] / tot['hf shared']:.2f}x hf plain"
-              + (f", {tot['vllm'] / tot['hf shared']:.2f}x vllm" if "vllm" in tot else "")]
+              + f"; {last} is {tot[names[0]] / tot[last]:.2f}x {names[0]}"
+              + (f", {tot['vllm'] / tot[last]:.2f}x vllm" if "vllm" in tot else "")]
     print("\n".join(lines))
     return 0
 

@@ -94,3 +94,23 @@ def test_groups_that_are_not_one_prompt_are_refused(tiny):
         distinct_prompts(ids, mask, group=3)
     with pytest.raises(ValueError, match="do not split"):
         distinct_prompts(ids, mask, group=4)
+
+
+def test_sampling_prefill_decodes_in_fp32_on_cpu_under_bf16(tiny):
+    """bf16 training on CPU: the prompt's cache comes back float32 and the decode runs
+    outside autocast; without bf16 and without groups there is nothing to prefill."""
+    from training.shared_prompts import sampling_prefill
+
+    model, tok = tiny
+    ids, mask, _, _ = _batch(tok, group=2)
+    with torch.no_grad():
+        cache, ctx = sampling_prefill(model, ids, mask, 2, bf16=True)
+        assert cache.get_seq_length() == ids.shape[1] - 1
+        assert all(layer.keys.dtype == torch.float32 for layer in cache.layers)
+        with ctx:
+            assert not torch.is_autocast_enabled("cpu")
+        cache, ctx = sampling_prefill(model, ids, mask, 2, bf16=True, fp32_decode=False)
+        with ctx:
+            assert torch.is_autocast_enabled("cpu")
+        cache, _ = sampling_prefill(model, ids, mask, 1, bf16=False)
+        assert cache is None

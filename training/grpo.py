@@ -49,7 +49,7 @@ from training.common import POLICY, REF
 from training.config import GRPOConfig, to_dict
 from training.rewards import TERMS, hold_env_term, parse_error_rate, score
 from training.rollouts import PromptSource
-from training.shared_prompts import shared_prefill, shared_token_logprobs
+from training.shared_prompts import sampling_prefill, shared_token_logprobs
 
 
 # =======================================================================================
@@ -191,7 +191,7 @@ def row_seeds(seed: int, step: int, rows: range | list[int]) -> list[int]:
 @torch.no_grad()
 def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seeds: list[int],
            answer_formats: list[tuple[int, bool]] | None = None, max_new_tokens: int | None = None,
-           group: int = 1):
+           group: int = 1, fp32_decode: bool = True):
     """Sample one completion per prompt with the policy adapter (row ``i`` seeded by
     ``seeds[i]``, :class:`RowSeededSampler`); returns
     ``(prompt_ids (B,P), prompt_mask, completion_ids (B,K), completion_mask (B,K), texts)``.
@@ -203,9 +203,9 @@ def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seeds: list
     answer format exactly as the local backend decodes at inference (the log-probs used
     by the loss are still the policy's own, unconstrained ones).
 
-    ``group > 1``: the rows are each prompt repeated ``group`` times in a row (a step's
-    P x G rows); each distinct prompt is prefilled once and its KV cache repeated for its
-    group (:func:`training.shared_prompts.shared_prefill`), as in the log-prob passes."""
+    ``group > 1``: rows are each prompt ``group`` times in a row (P x G); each distinct
+    prompt is prefilled once, as in the log-prob passes. On CPU the decode runs in fp32
+    (``fp32_decode``): :func:`training.shared_prompts.sampling_prefill`."""
     from transformers import LogitsProcessorList
 
     if len(seeds) != len(prompt_ids):
@@ -220,8 +220,8 @@ def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seeds: list
     fill = filler_id(tok)
     common.use_adapter(model, POLICY)
     model.eval()
-    with common.autocast(cfg.bf16, ids.device):
-        cache = shared_prefill(model, ids, mask, group) if group > 1 else None
+    cache, decode_ctx = sampling_prefill(model, ids, mask, group, cfg.bf16, fp32_decode)
+    with decode_ctx:
         gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, top_k=None, top_p=None,
                              temperature=None, max_new_tokens=max_new_tokens or cfg.max_new_tokens,
                              pad_token_id=fill, eos_token_id=tok.eos_token_id,

@@ -17,8 +17,11 @@ against the plain pass on a tiny model.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 
+from policies.backends.prefix_prefill import upcast_cache
 from training.common import autocast, gather_logprobs
 
 
@@ -70,3 +73,25 @@ def shared_prefill(model, ids: torch.Tensor, mask: torch.Tensor, group: int):
     cache = out.past_key_values
     cache.batch_repeat_interleave(group)
     return cache
+
+
+def sampling_prefill(model, ids: torch.Tensor, mask: torch.Tensor, group: int, bf16: bool,
+                     fp32_decode: bool = True):
+    """``(cache, decode_context)`` for sampling a step's rows: run ``model.generate`` with
+    ``past_key_values=cache`` inside ``decode_context``.
+
+    The prompt runs under bf16 autocast when ``bf16``. On CPU with ``fp32_decode`` the KV
+    cache is then upcast and the decode runs in fp32: under CPU autocast every decoded
+    token re-casts every weight to bf16 and runs bf16 matrix-vector products, which made
+    the decode the slowest part of a GRPO step (benchmarks/grpo_rollouts.py). Elsewhere
+    the decode stays under autocast. ``cache`` is ``None`` (``generate`` prefills) when
+    there is nothing to share and nothing to split."""
+    split = bf16 and fp32_decode and ids.device.type == "cpu"
+    if group <= 1 and not split:
+        return None, autocast(bf16, ids.device)
+    with autocast(bf16, ids.device):
+        cache = shared_prefill(model, ids, mask, max(group, 1))
+    if split:
+        upcast_cache(cache)
+        return cache, nullcontext()
+    return cache, autocast(bf16, ids.device)
