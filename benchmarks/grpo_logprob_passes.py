@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-SHIPPED = ROOT / "training/runs/gen-sft-optimizer-hint/adapter"
+SFT_OPTIMIZER = ROOT / "training/runs/gen-sft-optimizer-hint/adapter"
 
 
 def step_rows(tok, cfg, src, step):
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     bf16 = not args.no_bf16
-    adapter = args.adapter or (str(SHIPPED) if args.base == "embedded" else None)
+    adapter = args.adapter or (str(SFT_OPTIMIZER) if args.base == "embedded" else None)
     model, tok = common.load_model(args.base, cfg.lora, adapter, adapters=(common.POLICY,), seed=0)
     model.eval()
     src = PromptSource(cfg.rollout, "optimizer", seed=cfg.seed)

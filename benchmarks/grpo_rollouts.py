@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SHIPPED = ROOT / "training/runs/gen-sft-optimizer-hint/adapter"
+SFT_OPTIMIZER = ROOT / "training/runs/gen-sft-optimizer-hint/adapter"
 
 
 def main(argv=None) -> int:
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     from training.vllm_rollouts import rollout_session
 
     out = tempfile.mkdtemp(prefix="dara-rollout-bench-")
-    adapter = args.adapter or (str(SHIPPED) if args.base == "embedded" else None)
+    adapter = args.adapter or (str(SFT_OPTIMIZER) if args.base == "embedded" else None)
     cfg = build_train_config("grpo", args.config, {"role": "optimizer", "base": args.base, "out": out,
                                                    "rollout_engine": "hf" if args.no_vllm else "vllm"})
     model, tok = common.load_model(args.base, cfg.lora, adapter, adapters=(common.POLICY,), seed=0)

@@ -128,7 +128,11 @@ def plot(path: Path, out: dict, runs: list[str]) -> None:
         ax.set_ylabel("regret %")
     for ax in list(axes.flat)[len(cells):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    seen = {}
+    for ax in axes.flat:  # every run's line, and the p < 0.05 marker if any panel has one
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    handles, labels = list(seen.values()), list(seen)
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
