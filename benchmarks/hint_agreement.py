@@ -1,0 +1,79 @@
+"""How often the ``delta-hint`` Optimizer writes the change its prompt's ``hint=`` suggests.
+
+The ``delta-hint`` prompt shows the change the numeric ``local-model`` tool suggests for
+the window; an Optimizer that copied it exactly (to the answer's two decimals) would play
+``local-model``'s plan. This rebuilds every Optimizer prompt's hint from a ``dara bench
+--llm-out`` episodes file (the environment from the episode's spec, the window from the
+history and the applied rounds, as the graph builds it) and compares it with the answer:
+
+    python benchmarks/hint_agreement.py docs/data/rl-compare/episodes/rl-gen-grpo-optimizer-hint-robyn/robyn/dara/episodes.jsonl
+
+Prints the share of answers equal to the rounded hint (within 0.01 per slot), the
+distribution of the largest per-slot deviation, and the worst cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from policies.observations import window_hint  # noqa: E402
+from tools.envs import env_from_spec  # noqa: E402
+from tools.task import Record  # noqa: E402
+
+
+def answers_and_hints(path: Path, window: int) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
+    """``(episode id, round, rounded hint, answer)`` of every parsed Optimizer answer."""
+    out = []
+    for line in path.read_text().splitlines():
+        ep = json.loads(line)
+        if ep.get("status", "ok") != "ok":
+            continue
+        task = env_from_spec(ep["env"], ep["env"]["index"]).task(0)
+        pool = list(task.history)
+        for r in ep["rounds"]:
+            if r["source"] == "optimizer":
+                win = pool[-window:]
+                hint = np.round(window_hint(win, task, win[-1].allocation), 2)
+                m = re.search(r"\[(.*)\]", r.get("text") or "")
+                if m:
+                    ans = np.array([float(x) for x in m.group(1).split(",")])
+                    if len(ans) == len(hint):
+                        out.append((ep["id"], r["round"], hint, ans))
+            if r.get("mroi") is not None:
+                pool.append(Record(allocation=r["allocation"], mroi=r["mroi"]))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("episodes", type=Path, nargs="+", help="episodes.jsonl files of dara runs")
+    ap.add_argument("--window", type=int, default=3, help="the graph's sliding window w (default 3)")
+    ap.add_argument("--worst", type=int, default=5, help="worst cases to print")
+    args = ap.parse_args(argv)
+    for path in args.episodes:
+        rows = answers_and_hints(path, args.window)
+        if not rows:
+            print(f"{path}: no parsed Optimizer answers")
+            continue
+        dev = np.array([np.abs(a - h).max() for _, _, h, a in rows])
+        print(f"{path}: {len(rows)} Optimizer answers; equal to the rounded hint: {np.mean(dev <= 0.011):.2f}; "
+              f"largest per-slot deviation: median {np.median(dev):.2f}, mean {dev.mean():.2f}, "
+              f"> 0.5 in {np.mean(dev > 0.5):.2f}")
+        for i in np.argsort(-dev)[:args.worst]:
+            eid, k, h, a = rows[i]
+            print(f"  {eid} round {k}: hint {h.tolist()} answer {a.tolist()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
