@@ -165,30 +165,29 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"local model + adapter load: {time.monotonic() - t0:.0f} s (not counted), fp32")
         # warm-up at full batch size: the first full-size batch of a process pays one-off costs
         local.generate_texts(prompts[:args.batch_size], adapter=adapter)
+        def batched(name: str, label: str) -> None:
+            t0 = time.monotonic()
+            texts_by[name] = local.generate_texts(prompts, adapter=adapter)
+            add(label, args.batch_size, args.n, time.monotonic() - t0, texts_by[name], requests)
+
         if "local-plain" in wanted:  # what batched generation did before sdpa_gqa and prefix prefill
             base_model = local.model.get_base_model() if hasattr(local.model, "get_base_model") else local.model
             attn = base_model.config._attn_implementation
             base_model.set_attn_implementation("sdpa")
             local.share_prefix = False
             try:
-                t0 = time.monotonic()
-                texts = local.generate_texts(prompts, adapter=adapter)
-                add("local plain", args.batch_size, args.n, time.monotonic() - t0, texts, requests)
+                batched("local-plain", "local plain")
             finally:
                 base_model.set_attn_implementation(attn)
                 local.share_prefix = True
-            texts_by["local-plain"] = texts
             notes.append(f"local plain = transformers' sdpa attention, every row prefilled whole "
                          f"(the batched path before `{attn}` and prefix prefill)")
         if "local-bf16p" in wanted:  # the prompt under bf16 autocast, the decode in fp32
             local.bf16_prefill = True
             try:
-                t0 = time.monotonic()
-                texts = local.generate_texts(prompts, adapter=adapter)
-                add("local, bf16 prefill", args.batch_size, args.n, time.monotonic() - t0, texts, requests)
+                batched("local-bf16p", "local, bf16 prefill")
             finally:
                 local.bf16_prefill = False
-            texts_by["local-bf16p"] = texts
         if "local1" in wanted:
             k = min(args.n, args.batch1_limit or args.n)
             t0 = time.monotonic()
@@ -198,10 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             if k < args.n:
                 notes.append(f"local batch 1 timed on the first {k} of {args.n} prompts (a rate)")
         if "local" in wanted:
-            t0 = time.monotonic()
-            texts = local.generate_texts(prompts, adapter=adapter)
-            add("local", args.batch_size, args.n, time.monotonic() - t0, texts, requests)
-            texts_by["local"] = texts
+            batched("local", "local")
 
     if {"threads", "threads-bf16p"} & set(wanted):
         from concurrent.futures import ThreadPoolExecutor

@@ -44,6 +44,17 @@ def require(module: str):
         pytest.skip(f"{module} not installed")
 
 
+def load_benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` (a script, not a package) as a module."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,8 +1,6 @@
 """``benchmarks/hint_agreement.py`` rebuilds each Optimizer prompt's hint as the graph does."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -10,14 +8,11 @@ from policies.observations import window_hint
 from tools.envs import env_from_spec
 from tools.task import Record
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "hint_agreement.py"
+from conftest import load_benchmark
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("hint_agreement", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("hint_agreement")
 
 
 def test_answers_pair_with_the_hint_of_their_window(tmp_path, capsys):

@@ -1,6 +1,5 @@
 """``benchmarks/rl_compare.py``: runs paired by episode id, Wilcoxon per round."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,14 +7,11 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "rl_compare.py"
+from conftest import load_benchmark
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("rl_compare", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("rl_compare")
 
 
 def _write(root: Path, run: str, cell: str, regrets: dict[str, list[float]]) -> None:
