@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -75,12 +74,10 @@ def generate(model, seqs: Sequence[Sequence[int]], pad_id: int, share_prefix: bo
     (bf16 autocast slows token-by-token decoding there). Greedy answers can then differ
     from fp32 at near-ties. ``torch.float32`` takes the same path without autocast (tests)."""
     n = common_prefix_len(seqs) if share_prefix and len(seqs) > 1 else 0
-    if n < MIN_PREFIX and prefill_dtype is None:
-        ids, mask = left_pad(seqs, pad_id)
-        return model.generate(input_ids=ids, attention_mask=mask, **gen_kw), ids.shape[1]
-    if n < MIN_PREFIX:
-        n = 0
+    n = n if n >= MIN_PREFIX else 0
     ids, mask = prefix_layout(seqs, n, pad_id) if n else left_pad(seqs, pad_id)
+    if not n and prefill_dtype is None:  # nothing to run before generate
+        return model.generate(input_ids=ids, attention_mask=mask, **gen_kw), ids.shape[1]
     low = prefill_dtype not in (None, torch.float32)
     amp = torch.autocast("cpu", dtype=prefill_dtype) if low else nullcontext()
     with amp:
@@ -100,13 +97,10 @@ def generate(model, seqs: Sequence[Sequence[int]], pad_id: int, share_prefix: bo
 
 @functools.cache
 def cpu_has_native_bf16() -> bool:
-    """True where the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX, Linux
-    ``/proc/cpuinfo``): only there is the bf16 prefill faster; elsewhere it is emulated."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    """True where the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX, as torch's
+    cpuinfo reports them): only there is the bf16 prefill faster; elsewhere it is emulated."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, c, lambda: False)() for c in checks)
 
 
 def upcast_cache(cache) -> None:
