@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from policies.observations import window_hint  # noqa: E402
+from policies.observations import HINT_COPY_TOL, window_hint  # noqa: E402
 from tools.envs import env_from_spec  # noqa: E402
 from tools.task import Record  # noqa: E402
 
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
             print(f"{path}: no parsed Optimizer answers")
             continue
         dev = np.array([np.abs(a - h).max() for _, _, h, a in rows])
-        print(f"{path}: {len(rows)} Optimizer answers; equal to the rounded hint: {np.mean(dev <= 0.011):.2f}; "
+        print(f"{path}: {len(rows)} Optimizer answers; equal to the rounded hint: {np.mean(dev <= HINT_COPY_TOL):.2f}; "
               f"largest per-slot deviation: median {np.median(dev):.2f}, mean {dev.mean():.2f}, "
               f"> 0.5 in {np.mean(dev > 0.5):.2f}")
         for i in np.argsort(-dev)[:args.worst]:

@@ -73,12 +73,9 @@ def compare_cell(episodes: Path, runs: list[str], cell: str) -> dict:
 
 def ci95(a: np.ndarray) -> np.ndarray:
     """Half-width of the 95% t-interval of the per-round mean over environments (rows)."""
-    from scipy.stats import t
+    from graph.commands.summaries import ci95_half
 
-    n = a.shape[0]
-    if n < 2:
-        return np.zeros(a.shape[1])
-    return t.ppf(0.975, n - 1) * a.std(0, ddof=1) / np.sqrt(n)
+    return ci95_half(a, axis=0)
 
 
 def cells_of(episodes: Path, runs: list[str]) -> list[str]:

@@ -55,3 +55,21 @@ def window_hint(window: Sequence[Record], task: Task, current: Sequence[float]) 
     wa, wm = _window_arrays(window)
     plan = local_model(wa, wm, np.array([task.budget]), task.lower_array[None], task.upper_array[None])[0]
     return [float(p - c) / task.unit for p, c in zip(plan, current)]
+
+
+HINT_COPY_TOL = 0.011
+"""Largest per-slot gap (units of B/T) at which an answer counts as the shown hint: the
+prompt prints the hint to two decimals, so a copy can differ from it by rounding only."""
+
+
+def shown_hint(request) -> list[float]:
+    """The ``hint=`` a ``delta-hint`` prompt shows for ``request``, to its two decimals."""
+    return [round(h, 2) for h in window_hint(request.window, request.task, request.current)]
+
+
+def copies_hint(request, decision) -> bool:
+    """Whether a parsed ``delta-hint`` answer (``decision.meta["answer_units"]``) is the
+    prompt's hint, to within :data:`HINT_COPY_TOL` in every slot."""
+    ans = (decision.meta or {}).get("answer_units")
+    hint = shown_hint(request)
+    return ans is not None and len(ans) == len(hint) and all(abs(a - h) <= HINT_COPY_TOL for a, h in zip(ans, hint))

@@ -292,7 +292,11 @@ class GRPOConfig(_Common):
     max_new_tokens: int | None = _h(None, "Completion cap in tokens (default: follows T, the largest "
                                     "policies.prompts.answer_token_cap of the step's prompts).")
     constrained: bool = _h(True, "Sample with the answer format enforced (policies.constrained), as the "
-                           "local backend decodes at inference; the model still picks every digit.")
+                           "local backend decodes at inference; the model still picks every digit. "
+                           "The loss scores the model's own, unconstrained log-probs, so nothing pushes "
+                           "probability off the masked tokens: with a refreshed reference the free-running "
+                           "format can decay (docs/training.md, 'Constrained sampling'). Long runs whose "
+                           "adapter must also serve unconstrained backends should set false.")
     extra_prompts: int = _h(0, "Dynamic sampling: draw this many more prompts per step and train on the "
                             "prompts_per_step groups whose rewards differ (zero-std groups carry no "
                             "policy-gradient signal); 0 = off. One process, hf rollouts.")

@@ -198,7 +198,12 @@ class PromptSource:
             m = np.nonzero(fam == k)[0]
             if m.size:
                 parts.append((k, m, self._family_batch(k, rows[m], rng)))
-        T = self.cfg.periods
+        # data families keep their own slot count, so T comes from the environments
+        T = self.envs[0].periods
+        if any(e.periods != T for e in self.envs):
+            raise ValueError("families " + ", ".join(self.cfg.families) + " have different slot counts "
+                             f"({sorted({e.periods for e in self.envs})}); a fixed pool needs one T "
+                             "(use periods_range for mixed T)")
         w = self.cfg.history if self.role == "reasoner" else self.cfg.window
         WA, WM = np.zeros((n, w, T)), np.zeros((n, w, T))
         rnd = np.ones(n, int)
