@@ -52,6 +52,11 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="Token cap per answer (default: follows T, as inference).")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--periods", type=int, default=None, help="Slots T of the held-out tasks (data families keep theirs).")
+    p.add_argument("--noise", type=float, default=None, help="Feedback noise (CV) of the held-out tasks.")
+    p.add_argument("--constrained", action=argparse.BooleanOptionalAction, default=True,
+                   help="Enforce the answer format as the local backend does (--no-constrained: the model "
+                        "writes freely, as behind an OpenAI-compatible server).")
     p.add_argument("--json", default=None, help="Also write the result to this file.")
     return p
 
@@ -69,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
         res = evaluate(role=args.role, adapter=args.adapter, base=args.base, encoding=args.encoding,
                        family=args.family, n=args.n, seed=args.seed, batch_size=args.batch_size,
-                       max_new_tokens=args.max_new_tokens, bf16=args.bf16)
+                       max_new_tokens=args.max_new_tokens, bf16=args.bf16, periods=args.periods,
+                       noise=args.noise, constrained=args.constrained)
         print(json.dumps(res, indent=2))
         if args.json:
             with open(args.json, "w") as f:
