@@ -104,6 +104,24 @@ def test_request_defaults(fake):
     assert "include_stop_str_in_output" not in _Fake.requests[-1]
 
 
+def test_the_answer_format_goes_to_vllm_as_a_structured_output_regex(fake):
+    """``LLMPolicy`` constrains the openai backend as it does the local one: the request
+    carries the answer-format regex; servers without vLLM's extras get a free request."""
+    from policies.constrained import answer_pattern
+    from policies.llm import LLMPolicy
+
+    _Fake.requests.clear()
+    chat = make_any("openai", "embedded", {"optimizer": "/y"}, base_url=fake)
+    assert LLMPolicy("optimizer", chat, encoding="delta").constrained
+    chat.generate_texts(MSGS[:2], adapter="optimizer", answer_format=(4, True))
+    req = _Fake.requests[-1]
+    assert req["structured_outputs"] == {"regex": answer_pattern(4, True)}
+    assert req["include_stop_str_in_output"] is True  # the default extras are kept
+    plain = make_chat_model(base_url=fake, model="base-m", vllm_extras=False)
+    plain.generate_texts(MSGS[:1], answer_format=(4, True))
+    assert "structured_outputs" not in _Fake.requests[-1]
+
+
 def _cap(req: dict) -> int:
     return req.get("max_completion_tokens", req.get("max_tokens"))
 
@@ -271,3 +289,20 @@ def test_both_roles_through_openai_backend(vllm_server):
         assert one == chat.generate_texts(prompts[role][:1], adapter=role)[0]
     # the two adapters are different models
     assert chat.generate_texts(prompts["optimizer"][:2], adapter="reasoner") != out["optimizer"][:2]
+
+
+@pytest.mark.slow
+def test_vllm_serve_decodes_the_answer_format_it_is_asked_for(vllm_server):
+    """Random LoRAs never write the format unaided; with ``answer_format`` the server's
+    structured outputs make every answer exactly T signed numbers."""
+    import regex
+
+    from policies.constrained import answer_pattern
+
+    chat = make_any("openai", "embedded", vllm_server.adapters, base_url=vllm_server.base_url, max_new_tokens=72)
+    prompts = _optimizer_prompts(3)
+    free = chat.generate_texts(prompts, adapter="optimizer")
+    forced = chat.generate_texts(prompts, adapter="optimizer", answer_format=(6, True))
+    pattern = regex.compile(answer_pattern(6, True))
+    assert all(pattern.fullmatch(t) for t in forced), forced
+    assert not all(pattern.fullmatch(t) for t in free), free

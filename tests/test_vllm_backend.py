@@ -201,6 +201,20 @@ def test_concurrent_calls_coalesce_by_cap_and_keep_their_seeds():
     assert sorted((c["max_new_tokens"], c["n"]) for c in eng.calls) == [(3, 6), (7, 6)]
 
 
+def test_the_answer_format_reaches_the_engine_and_splits_coalesced_calls():
+    """``LLMPolicy`` constrains the vllm backend (generate_texts takes answer_format); calls
+    asking for different formats are never merged into one engine call."""
+    from policies.llm import LLMPolicy
+
+    chat, eng = _stand_in_chat(coalesce=False)
+    assert LLMPolicy("optimizer", chat, encoding="delta").constrained
+    msgs = [{"role": "user", "content": "q"}]
+    chat.generate_texts([msgs], answer_format=(6, True))
+    chat.generate_texts([msgs])
+    assert [c["answer_format"] for c in eng.calls] == [(6, True), None]
+    assert chat._key({"answer_format": (6, True)})[0] != chat._key({"answer_format": (7, True)})[0]
+
+
 # ---------------------------------------------------------------------------------------
 # slow: a real offline engine
 # ---------------------------------------------------------------------------------------
@@ -273,6 +287,21 @@ def test_local_and_vllm_greedy_agree(vchat, adapters, prompts):
         # differences are late divergences after a near-tie, never a different start
         assert same >= 0.75 * len(ps), f"adapter={adapter}: only {same}/{len(ps)} agree"
     print("agreement:", report)
+
+
+@pytest.mark.slow
+def test_vllm_decodes_the_answer_format_it_is_asked_for(vchat, prompts):
+    """Random LoRAs do not write the format unaided; with ``answer_format`` every answer
+    is exactly T signed numbers in the tags (structured outputs)."""
+    import regex
+
+    from policies.constrained import answer_pattern
+
+    pattern = regex.compile(answer_pattern(6, True))
+    free = vchat.generate_texts(prompts[:3], adapter="optimizer", max_new_tokens=72)
+    forced = vchat.generate_texts(prompts[:3], adapter="optimizer", max_new_tokens=72, answer_format=(6, True))
+    assert all(pattern.fullmatch(t) for t in forced), forced
+    assert not all(pattern.fullmatch(t) for t in free), free
 
 
 @pytest.mark.slow

@@ -21,8 +21,12 @@ server must serve the same model and adapter names (discovery asks the first).
 Defaults follow the other backends: greedy (``temperature=0``), ``max_tokens=64``, stop
 at ``</answer>``; against vLLM (``vllm_extras=True``, the default) the request also asks
 for ``include_stop_str_in_output`` so the text keeps ``</answer>`` like the ``local`` and
-``vllm`` backends. Set ``vllm_extras=False`` for servers that reject vLLM's extra
-fields; the stop string is then dropped by the server (the decoder accepts that).
+``vllm`` backends, and, when the caller gives the answer's length
+(``generate_texts(answer_format=(T, signed))``, as :class:`policies.llm.LLMPolicy`
+does), for vLLM's structured outputs with the answer-format regex, so the server decodes
+exactly what the ``local`` and ``vllm`` backends force. Set ``vllm_extras=False`` for
+servers that reject vLLM's extra fields; the stop string is then dropped by the server
+(the decoder accepts that) and the model writes the format unaided.
 
 The chat model is a :class:`DaraChatOpenAI`, a ``langchain_openai.ChatOpenAI`` subclass
 that only adds adapter bookkeeping, :meth:`~DaraChatOpenAI.generate_texts`, and the call
@@ -161,6 +165,9 @@ class DaraChatOpenAI(ChatOpenAI):
     base_model: str = Field(description="Served name of the base model (used when no adapter is chosen).")
     adapter_names: list[str] = Field(default_factory=list, description="Served adapter names (roles).")
     max_concurrency: int = Field(default=8, ge=1, description="Concurrent requests in generate_texts/batch.")
+    format_constraint: bool = Field(default=True, description=(
+        "Ask the server to enforce the answer format (vLLM's structured outputs, a regex) when "
+        "generate_texts gets answer_format; off for servers that reject vLLM's extra fields."))
 
     def model_for(self, adapter: str | None) -> str:
         """The request ``model`` for ``adapter`` (``None`` = the base model)."""
@@ -188,18 +195,27 @@ class DaraChatOpenAI(ChatOpenAI):
     def generate_texts(self, messages_batch: Sequence[Any], adapter: str | None = None,
                        max_new_tokens: int | None = None, temperature: float | None = None,
                        top_p: float | None = None, seed: int | None = None,
-                       max_concurrency: int | None = None) -> list[str]:
+                       max_concurrency: int | None = None,
+                       answer_format: tuple[int, bool] | None = None) -> list[str]:
         """One completion per conversation via ``.batch()`` (``max_concurrency`` requests in flight).
 
         Same contract as the ``local`` / ``vllm`` backends: ``adapter=None`` = base model;
         ``None`` sampling arguments take the model's fields; request ``i`` is seeded with
-        ``seed + i`` when sampling.
+        ``seed + i`` when sampling. ``answer_format=(T, signed)`` asks the server for an
+        answer of exactly T numbers (:func:`policies.constrained.answer_pattern` as vLLM's
+        ``structured_outputs`` regex), as the other backends decode; with
+        ``format_constraint`` off the model writes freely.
         """
         if not messages_batch:
             return []
         chat = self.with_adapter(adapter)
         kw = {k: v for k, v in (("max_new_tokens", max_new_tokens), ("temperature", temperature),
                                  ("top_p", top_p)) if v is not None}
+        if answer_format is not None and self.format_constraint:
+            from policies.constrained import answer_pattern
+
+            kw["extra_body"] = {**(chat.extra_body or {}),
+                                "structured_outputs": {"regex": answer_pattern(*answer_format)}}
         inputs = [to_message_dicts(m) for m in messages_batch]
         cfg = {"max_concurrency": int(max_concurrency or self.max_concurrency)}
         sampled = kw.get("temperature", chat.temperature or 0) > 0
@@ -254,6 +270,7 @@ def make_chat_model(base: str | None = None, adapters: Mapping[str, Any] | Seque
         model=model, base_model=model, adapter_names=[str(n) for n in names],
         base_url=base_url, api_key=api_key, temperature=temperature, max_tokens=max_new_tokens,
         top_p=top_p, seed=seed, stop=list(stop) if stop else None, extra_body=extra_body or None,
-        max_concurrency=max_concurrency, timeout=timeout, max_retries=max_retries, **kw,
+        max_concurrency=max_concurrency, format_constraint=vllm_extras, timeout=timeout,
+        max_retries=max_retries, **kw,
     )
     return chat.with_adapter(adapter) if adapter is not None else chat

@@ -95,8 +95,10 @@ class VLLMChatModel(BatchedChatModel):
         """Coalescing key of a call: its settings without the seed, plus the kept stops."""
         p = call_params(self, kwargs)
         stops = kwargs.get("stop_at")
+        fmt = kwargs.get("answer_format")
         return (p.adapter, p.max_new_tokens, p.temperature, p.top_p,
-                tuple(self.stop if stops is None else stops)), p.seed
+                tuple(self.stop if stops is None else stops),
+                None if fmt is None else (int(fmt[0]), bool(fmt[1]))), p.seed
 
     def _run(self, kwargs: Mapping[str, Any], conversations: Sequence[Any]) -> list[dict]:
         """Engine outputs for ``conversations``; request i of a sampled call gets seed + i."""
@@ -107,10 +109,10 @@ class VLLMChatModel(BatchedChatModel):
         return self._get_coalescer().run(key, items)
 
     def _engine_call(self, key: tuple, items: list) -> list[dict]:
-        adapter, max_new_tokens, temperature, top_p, stop = key
+        adapter, max_new_tokens, temperature, top_p, stop, answer_format = key
         return self.engine.generate([c for c, _ in items], adapter=adapter, max_new_tokens=max_new_tokens,
                                     temperature=temperature, top_p=top_p, seed=[s for _, s in items],
-                                    stop=list(stop))
+                                    stop=list(stop), answer_format=answer_format)
 
     def _get_coalescer(self) -> RequestCoalescer:
         if self._coalescer is None:
@@ -123,16 +125,20 @@ class VLLMChatModel(BatchedChatModel):
     def generate_texts(self, messages_batch: Sequence[Sequence[BaseMessage | Mapping[str, str]]],
                        adapter: str | None = None, max_new_tokens: int | None = None,
                        temperature: float | None = None, top_p: float | None = None,
-                       seed: int | None = None, stop: Sequence[str] | None = None) -> list[str]:
+                       seed: int | None = None, stop: Sequence[str] | None = None,
+                       answer_format: tuple[int, bool] | None = None) -> list[str]:
         """Batched completions, one text per conversation, in ONE engine call.
 
         Same contract as ``LocalChatModel.generate_texts``: ``adapter=None`` means the
         base model here (the ``adapter`` field is the default for LangChain calls only);
         ``None`` settings take the model's fields; texts end at ``</answer>`` (kept) or
         EOS. ``stop`` replaces the kept stop strings (default ``self.stop``).
+        ``answer_format=(T, signed)`` decodes exactly T numbers in the answer tags (vLLM's
+        structured outputs with :func:`policies.constrained.answer_pattern`), as the
+        ``local`` backend does.
         """
         kw = explicit_kwargs(adapter, max_new_tokens=max_new_tokens, temperature=temperature,
-                             top_p=top_p, seed=seed, stop_at=stop)
+                             top_p=top_p, seed=seed, stop_at=stop, answer_format=answer_format)
         return [o["text"] for o in self._run(kw, list(messages_batch))]
 
     def _complete(self, conversations: list[list[BaseMessage]], kwargs: dict[str, Any]) -> list[AIMessage]:

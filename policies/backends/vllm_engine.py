@@ -188,8 +188,12 @@ class VLLMEngine:
     def generate(self, messages_batch: Sequence[Sequence[BaseMessage | Mapping[str, str]]],
                  adapter: str | os.PathLike | None = None, max_new_tokens: int = 64,
                  temperature: float = 0.0, seed: int | Sequence[int | None] | None = 0,
-                 stop: Sequence[str] | None = DEFAULT_STOP, top_p: float = 1.0) -> list[dict]:
+                 stop: Sequence[str] | None = DEFAULT_STOP, top_p: float = 1.0,
+                 answer_format: tuple[int, bool] | None = None) -> list[dict]:
         """``[{"text", "n_tokens", "finish_reason"}]`` per conversation, in order.
+
+        ``answer_format=(T, signed)`` constrains every answer to the format
+        (:func:`policies.constrained.answer_pattern` as a structured-outputs regex).
 
         ``seed`` seeds request ``i`` with ``seed + i`` (distinct samples for repeated
         prompts, reproducible runs), or is one seed per request; ignored when
@@ -212,6 +216,7 @@ class VLLMEngine:
             "adapter": self._adapter_ref(adapter),
             "max_new_tokens": int(max_new_tokens), "temperature": float(temperature),
             "top_p": float(top_p), "seeds": seeds, "stop": list(stop or []),
+            "answer_format": None if answer_format is None else [int(answer_format[0]), bool(answer_format[1])],
         }
         return self._call(req)["outputs"]
 

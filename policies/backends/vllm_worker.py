@@ -74,10 +74,17 @@ def _generate(llm, loras: dict[str, Any], req: dict) -> list[dict]:  # pragma: n
         if a not in loras:
             loras[a] = LoRARequest(a, len(loras) + 1, a)  # the dir is a unique name
         lr = loras[a]
+    structured = None
+    if req.get("answer_format"):
+        from vllm.sampling_params import StructuredOutputsParams
+
+        from policies.constrained import answer_pattern
+
+        structured = StructuredOutputsParams(regex=answer_pattern(*req["answer_format"]))
     sps = [SamplingParams(
         temperature=req["temperature"], top_p=req["top_p"], max_tokens=req["max_new_tokens"],
         seed=None if (seed is None or req["temperature"] == 0) else int(seed),
-        stop=req["stop"] or None, include_stop_str_in_output=True,
+        stop=req["stop"] or None, include_stop_str_in_output=True, structured_outputs=structured,
     ) for seed in req["seeds"]]
     outs = llm.chat(req["messages"], sps, lora_request=lr, use_tqdm=False)
     return [{"text": o.outputs[0].text, "n_tokens": len(o.outputs[0].token_ids),
