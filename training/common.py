@@ -174,12 +174,12 @@ def prompt_ids(tok, messages_list) -> list[list[int]]:
 
 
 def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int,
-                   bf16: bool = True, temperature: float = 1.0) -> torch.Tensor:
+                   bf16: bool = True, temperature: float = 1.0, allowed=None):
     """Log-probs ``(B, k)`` of the last ``k`` tokens of each row given everything before.
 
     Only the last ``k + 1`` positions get logits (``logits_to_keep``), so the LM head and
     the softmax cost nothing for prompt positions. Positions come from the attention
-    mask, so left padding does not shift them.
+    mask, so left padding does not shift them. ``allowed``: see :func:`with_format_mass`.
     """
     pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     with autocast(bf16, input_ids.device):
@@ -188,7 +188,19 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     logits = out.logits[:, :-1].float()
     if temperature != 1.0:
         logits = logits / temperature
-    return gather_logprobs(logits, input_ids[:, -k:])
+    return with_format_mass(logits, input_ids[:, -k:], allowed)
+
+
+def with_format_mass(logits: torch.Tensor, target: torch.Tensor, allowed=None):
+    """:func:`gather_logprobs`, and with ``allowed`` (``(index, valid)`` of
+    :func:`training.format_mass.allowed_index`) also the per-position log of the mass on
+    the answer format's allowed tokens: ``(log-probs, log mass)``."""
+    lp = gather_logprobs(logits, target)
+    if allowed is None:
+        return lp
+    from training.format_mass import log_allowed_mass
+
+    return lp, log_allowed_mass(logits, *allowed)
 
 
 def gather_logprobs(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

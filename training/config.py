@@ -293,10 +293,13 @@ class GRPOConfig(_Common):
                                     "policies.prompts.answer_token_cap of the step's prompts).")
     constrained: bool = _h(True, "Sample with the answer format enforced (policies.constrained), as the "
                            "local backend decodes at inference; the model still picks every digit. "
-                           "The loss scores the model's own, unconstrained log-probs, so nothing pushes "
-                           "probability off the masked tokens: with a refreshed reference the free-running "
-                           "format can decay (docs/training.md, 'Constrained sampling'). Long runs whose "
-                           "adapter must also serve unconstrained backends should set false.")
+                           "The loss scores the model's own, unconstrained log-probs; format_mass_weight "
+                           "keeps the free-running format from decaying (docs/training.md, 'Constrained "
+                           "sampling'); false samples freely and lets the reward teach the format.")
+    format_mass_weight: float = _h(1.0, "With constrained sampling: weight of -mean log(policy mass on the "
+                                   "tokens the answer format allows) in the loss (training.format_mass), so "
+                                   "the format stays the policy's own and not only the mask's (0 = off; the "
+                                   "mass is logged as train/format_mass either way).")
     extra_prompts: int = _h(0, "Dynamic sampling: draw this many more prompts per step and train on the "
                             "prompts_per_step groups whose rewards differ (zero-std groups carry no "
                             "policy-gradient signal); 0 = off. One process, hf rollouts.")
@@ -321,6 +324,7 @@ class GRPOConfig(_Common):
         if self.group_size < 2:
             raise ValueError(f"group_size must be >= 2 (advantages are relative to the group), got {self.group_size}")
         _nonneg("beta", self.beta)
+        _nonneg("format_mass_weight", self.format_mass_weight)
         _pos("eps", self.eps)
         if self.eps_high is not None:
             _pos("eps_high", self.eps_high)

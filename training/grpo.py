@@ -47,7 +47,9 @@ from policies.prompts import DELTA_ENCODINGS
 from training import common, distributed
 from training.common import POLICY, REF
 from training.config import GRPOConfig, to_dict
-from training.rewards import TERMS, hold_env_term, parse_error_rate, score
+from training.format_mass import allowed_index
+from training.grpo_log import log_row
+from training.rewards import TERMS, hold_env_term, score
 from training.rollouts import PromptSource
 from training.shared_prompts import sampling_prefill, shared_token_logprobs
 
@@ -233,19 +235,21 @@ def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seeds: list
     return ids, mask, comp, cmask, texts
 
 
-def policy_logprobs(model, adapter: str, ids, mask, comp, cmask, cfg: GRPOConfig, grad: bool) -> torch.Tensor:
+def policy_logprobs(model, adapter: str, ids, mask, comp, cmask, cfg: GRPOConfig, grad: bool, allowed=None):
     """Log-probs of the completion tokens ``comp`` under ``adapter`` (dropout off); with
-    ``cfg.share_prompts`` one prefill per distinct prompt serves its group's G rows."""
+    ``cfg.share_prompts`` one prefill per distinct prompt serves its group's G rows. With
+    ``allowed`` also the log mass on the answer format (``training.format_mass``)."""
     common.use_adapter(model, adapter)
     model.eval()
     ctx = torch.enable_grad() if grad else torch.no_grad()
     with ctx:
         if cfg.share_prompts:
-            lp = shared_token_logprobs(model, ids, mask, comp, cmask, cfg.group_size, bf16=cfg.bf16)
+            lp = shared_token_logprobs(model, ids, mask, comp, cmask, cfg.group_size, bf16=cfg.bf16,
+                                       allowed=allowed)
         else:
             full_ids = torch.cat([ids, comp], dim=1)
             full_mask = torch.cat([mask, cmask.long()], dim=1)
-            lp = common.token_logprobs(model, full_ids, full_mask, comp.shape[1], bf16=cfg.bf16)
+            lp = common.token_logprobs(model, full_ids, full_mask, comp.shape[1], bf16=cfg.bf16, allowed=allowed)
     common.use_adapter(model, POLICY)
     return lp
 
@@ -307,11 +311,18 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
     common.set_lr(opt, lr)
     # the whole step's denominator, so the ranks' gradients sum to the single-process one
     denom = distributed.sum_tensor(cmask.sum()).clamp(min=1.0) if cfg.loss_agg == "token" else float(P * G)
+    # where sampling was constrained: the policy's own mass on the format (training.format_mass)
+    allowed = (allowed_index(tok, comp, cmask, [(r.task.periods, enc in DELTA_ENCODINGS) for r in prompts.requests])
+               if cfg.constrained else None)
+    n_tok = distributed.sum_tensor(cmask.sum()).clamp(min=1.0)
     first = {}
     for it in range(cfg.mu):
-        lp = policy_logprobs(model, POLICY, ids, mask, comp, cmask, cfg, grad=True)
+        lp = policy_logprobs(model, POLICY, ids, mask, comp, cmask, cfg, grad=True, allowed=allowed)
+        lp, log_mass = lp if allowed is not None else (lp, None)
         old = lp.detach() if old_lp is None else old_lp
         loss, stats = grpo_loss(lp, old, ref_lp, adv, cmask, cfg.beta, cfg.eps, cfg.clip_high, cfg.loss_agg, denom)
+        if log_mass is not None and cfg.format_mass_weight:
+            loss = loss - cfg.format_mass_weight * (log_mass * cmask).sum() / n_tok
         opt.zero_grad(set_to_none=True)
         loss.backward()
         distributed.all_reduce_grads(params)
@@ -321,6 +332,9 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
             (loss_sum,) = distributed.sum_floats([loss.detach()])
             kl, clip_frac = distributed.weighted_means([stats["kl"], stats["clip_frac"]], float(cmask.sum()))
             first = {"loss": loss_sum, "grad_norm": gnorm, "kl": kl, "clip_frac": clip_frac}
+            if log_mass is not None:
+                (first["format_mass"],) = distributed.weighted_means(
+                    [float(masked_mean(log_mass.detach().exp(), cmask))], float(cmask.sum()))
             first_lp = lp.detach()
 
     # --- adaptive reference --------------------------------------------------------------
@@ -341,38 +355,6 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
     if rollouts is not None:
         row.update(rollouts.compare(first_lp, cmask))
     return row
-
-
-def log_row(step: int, rows: dict[str, np.ndarray], P: int, G: int, first: dict, lr: float,
-            refreshed: bool, dt: float, t_gen: float) -> dict:
-    """The step's log line from its per-row arrays (all ``P * G`` completions): reward
-    ``total``, the reward terms, ``ok`` (parsed), ``len`` (completion tokens), ``hold``
-    (env term of holding the current plan); ``first`` holds the first pass's loss stats."""
-    total, ok = rows["total"], rows["ok"]
-    rewards = torch.tensor(total, dtype=torch.float32).view(P, G)
-    return {
-        "step": step,
-        "train/reward": float(total.mean()),
-        **{f"train/reward/{k}": float(rows[k].mean()) for k in TERMS + ("regret",)},
-        # unweighted: share of the current plan's gap the answers closed, and their regret
-        "train/value_gain": float(rows["value_gain"][ok].mean()) if ok.any() else float("nan"),
-        "train/answer_regret": float(rows["answer_regret"][ok].mean()) if ok.any() else float("nan"),
-        "train/reward_std": float(rewards.std(dim=1).mean()),
-        # what the answers gained over holding the current plan (comparable across steps)
-        "train/env_gain": float(np.mean((rows["env"] - rows["hold"])[ok])) if ok.any() else float("nan"),
-        "train/frac_groups_zero_std": float((rewards.std(dim=1) == 0).float().mean()),
-        "train/kl": first["kl"],
-        "train/clip_frac": first["clip_frac"],
-        "train/loss": first["loss"],
-        "train/grad_norm": first["grad_norm"],
-        "train/lr": lr,
-        "train/completion_len": float(rows["len"].mean()),
-        "train/parse_error_rate": parse_error_rate(ok),
-        "ref_refreshed": bool(refreshed),
-        "train/s_per_step": dt,
-        "train/s_generate": t_gen,
-        "time": time.time(),
-    }
 
 
 # =======================================================================================

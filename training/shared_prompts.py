@@ -22,7 +22,7 @@ from contextlib import nullcontext
 import torch
 
 from policies.backends.prefix_prefill import upcast_cache
-from training.common import autocast, gather_logprobs
+from training.common import autocast, with_format_mass
 
 
 def distinct_prompts(ids: torch.Tensor, mask: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,7 +41,7 @@ def distinct_prompts(ids: torch.Tensor, mask: torch.Tensor, group: int) -> tuple
 
 
 def shared_token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, comp: torch.Tensor,
-                          cmask: torch.Tensor, group: int, bf16: bool = True) -> torch.Tensor:
+                          cmask: torch.Tensor, group: int, bf16: bool = True, allowed=None):
     """Log-probs ``(B, K)`` of the completion tokens ``comp`` given their prompts.
 
     ``ids``/``mask`` ``(B, P)``: left-padded prompts, each repeated ``group`` times in a
@@ -49,7 +49,9 @@ def shared_token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, comp: to
     On top of :func:`shared_prefill` (every prompt token but the last) run the last prompt
     token and the completion's first K - 1 tokens: their K logits predict ``comp``.
     Positions follow the attention mask exactly as in the plain pass, so left padding and
-    padding after a stop string do not shift them.
+    padding after a stop string do not shift them. With ``allowed`` (the answer format's
+    ``(index, valid)``, :func:`training.format_mass.allowed_index`) also returns the log
+    of the mass the policy puts on the allowed tokens per position: ``(log-probs, log mass)``.
     """
     step_mask = torch.cat([mask[:, -1:], cmask[:, :-1].to(mask.dtype)], dim=1)  # last column is real
     pos = mask.sum(-1, keepdim=True) - 2 + step_mask.cumsum(-1)
@@ -58,7 +60,7 @@ def shared_token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, comp: to
         out = model(input_ids=torch.cat([ids[:, -1:], comp[:, :-1]], dim=1),
                     attention_mask=torch.cat([mask[:, :-1], step_mask], dim=1), position_ids=pos,
                     past_key_values=cache, use_cache=True)
-    return gather_logprobs(out.logits.float(), comp)
+    return with_format_mass(out.logits.float(), comp, allowed)
 
 
 def shared_prefill(model, ids: torch.Tensor, mask: torch.Tensor, group: int):
