@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from policies.observations import HINT_COPY_TOL, window_hint  # noqa: E402
+from policies.base import DecisionRequest  # noqa: E402
+from policies.observations import HINT_COPY_TOL, shown_hint  # noqa: E402
 from tools.envs import env_from_spec  # noqa: E402
 from tools.task import Record  # noqa: E402
 
@@ -42,8 +43,7 @@ def answers_and_hints(path: Path, window: int) -> list[tuple[str, int, np.ndarra
         pool = list(task.history)
         for r in ep["rounds"]:
             if r["source"] == "optimizer":
-                win = pool[-window:]
-                hint = np.round(window_hint(win, task, win[-1].allocation), 2)
+                hint = np.array(shown_hint(DecisionRequest("optimizer", task, pool[-window:])))
                 m = re.search(r"\[(.*)\]", r.get("text") or "")
                 if m:
                     ans = np.array([float(x) for x in m.group(1).split(",")])

@@ -73,13 +73,14 @@ def evaluate(role: str = "reasoner", adapter: str | None = None, base: str = "em
     reg = regret(env, feasible)
     reg_teacher = regret(env, p.teacher(teacher))
     reg_current = regret(env, current)
-    copies = [copies_hint(r, d) for r, d in zip(p.requests, decisions) if d.allocation is not None]
+    copies = ([copies_hint(r, d) for r, d in zip(p.requests, decisions) if d.allocation is not None]
+              if enc == "delta-hint" else [])
     return {
         "role": role, "encoding": enc, "adapter": adapter, "base": base, "family": family, "n": n,
         "regret": float(reg.mean()), "regret_median": float(np.median(reg)),
         "regret_teacher": float(reg_teacher.mean()), "regret_current_plan": float(reg_current.mean()),
         "parse_error_rate": len(errors) / max(1, n), "errors": errors[:5], "constrained": bool(constrained),
         "periods": int(p.requests[0].task.periods) if p.requests else None,
-        "hint_copy_rate": (float(np.mean(copies)) if copies else None) if enc == "delta-hint" else None,
+        "hint_copy_rate": float(np.mean(copies)) if copies else None,
         "seconds_generate": secs, "example": texts[0] if texts else None,
     }

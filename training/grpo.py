@@ -254,6 +254,11 @@ def policy_logprobs(model, adapter: str, ids, mask, comp, cmask, cfg: GRPOConfig
     return lp
 
 
+def answer_formats(requests, encoding: str) -> list[tuple[int, bool]]:
+    """``(T, signed)`` per request: the answer format constrained sampling enforces."""
+    return [(r.task.periods, encoding in DELTA_ENCODINGS) for r in requests]
+
+
 def step_seed(seed: int, step: int) -> int:
     return (int(seed) * 1_000_003 + int(step) * 7919) % (2**63 - 1)
 
@@ -276,7 +281,7 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
     p_ids = common.prompt_ids(tok, [encode(r, enc) for r in prompts.requests])
 
     # --- rollout -----------------------------------------------------------------------
-    formats = ([(r.task.periods, enc in DELTA_ENCODINGS) for r in prompts.requests] if cfg.constrained else None)
+    formats = answer_formats(prompts.requests, enc) if cfg.constrained else None
     cap = cfg.completion_cap([r.task.periods for r in step_prompts.requests])  # the step's, on every rank
     seeds = row_seeds(cfg.seed, step, range(mine.start * G, mine.stop * G))  # global row indices
     if rollouts is None:
@@ -309,12 +314,12 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
     # --- mu optimisation passes --------------------------------------------------------
     lr = cfg.lr_at(step)
     common.set_lr(opt, lr)
-    # the whole step's denominator, so the ranks' gradients sum to the single-process one
-    denom = distributed.sum_tensor(cmask.sum()).clamp(min=1.0) if cfg.loss_agg == "token" else float(P * G)
-    # where sampling was constrained: the policy's own mass on the format (training.format_mass)
-    allowed = (allowed_index(tok, comp, cmask, [(r.task.periods, enc in DELTA_ENCODINGS) for r in prompts.requests])
-               if cfg.constrained else None)
+    # the whole step's denominators, so the ranks' gradients sum to the single-process one
     n_tok = distributed.sum_tensor(cmask.sum()).clamp(min=1.0)
+    denom = n_tok if cfg.loss_agg == "token" else float(P * G)
+    # where sampling was constrained: the policy's own mass on the format (training.format_mass);
+    # the rows' formats again, since dynamic sampling may have dropped groups
+    allowed = allowed_index(tok, comp, cmask, answer_formats(prompts.requests, enc)) if cfg.constrained else None
     first = {}
     for it in range(cfg.mu):
         lp = policy_logprobs(model, POLICY, ids, mask, comp, cmask, cfg, grad=True, allowed=allowed)
