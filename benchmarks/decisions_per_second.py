@@ -163,9 +163,10 @@ def main(argv: list[str] | None = None) -> int:
                                max_new_tokens=args.max_new_tokens, coalesce=False, batch_size=args.batch_size,
                                bf16_prefill=False)
         notes.append(f"local model + adapter load: {time.monotonic() - t0:.0f} s (not counted), fp32")
-        # warm-up at full batch size: the first full-size batch of a process pays one-off costs
-        local.generate_texts(prompts[:args.batch_size], adapter=adapter)
+        # every row below warms up with one full-size batch of its own settings first: the
+        # first full-size batch of a process (and of a thread, and of bf16) pays one-off costs
         def batched(name: str, label: str) -> None:
+            local.generate_texts(prompts[:args.batch_size], adapter=adapter)  # this variant's warm-up
             t0 = time.monotonic()
             texts_by[name] = local.generate_texts(prompts, adapter=adapter)
             add(label, args.batch_size, args.n, time.monotonic() - t0, texts_by[name], requests)
@@ -211,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         chat = policy.chat_model
         for name in [w for w in ("threads", "threads-bf16p") if w in wanted]:
             chat.bf16_prefill = name == "threads-bf16p"
+            # warm-up as the batched rows get: one full-size wave through the coalescer's
+            # worker thread (its first full-size batch pays the same one-off costs)
+            with ThreadPoolExecutor(args.batch_size) as pool:
+                list(pool.map(lambda r: policy.propose([r]), requests[:args.batch_size]))
             calls0 = chat.generate_calls
             t0 = time.monotonic()
             with ThreadPoolExecutor(args.threads) as pool:

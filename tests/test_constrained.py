@@ -42,3 +42,35 @@ def test_random_model_always_parses_when_constrained(tiny_chat, role, T, enc):
         assert d.text.startswith("<answer>[") and d.text.endswith("</answer>")
     off = LLMPolicy(role, tiny_chat, constrained=False)
     assert all(d.error is not None for d in off.propose(reqs))  # a random model cannot write the format
+
+
+def test_memoised_allowed_sets_match_the_regex_on_every_prefix(tiny_chat):
+    """The processor memoises allowed tokens per regex state (digits written as 0); on
+    every prefix of real answers the memo gives what checking each candidate gives."""
+    import random
+
+    from policies.constrained import AnswerFormatProcessor, _digit_blind
+
+    tok = tiny_chat.tokenizer
+    rng = random.Random(3)
+    for T, signed in [(1, False), (4, True), (12, True)]:
+        pattern = answer_pattern(T, signed)
+        assert _digit_blind(pattern)
+        pat = regex.compile(pattern)
+        proc = AnswerFormatProcessor(tok, [pattern], prompt_len=0)
+        for _ in range(5):
+            nums = [f"{rng.uniform(-9.99 if signed else 0, 9.99):.2f}" for _ in range(T)]
+            text = f"<answer>[{','.join(nums)}]</answer>"
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            for k in range(len(ids) + 1):
+                prefix = tok.decode(ids[:k], skip_special_tokens=True)
+                want = [proc.eos] if pat.fullmatch(prefix) else [
+                    t for t, s in zip(proc.cand_ids, proc.cand_strs) if pat.fullmatch(prefix + s, partial=True)]
+                assert proc.allowed(0, prefix) == want, (T, prefix)
+
+
+def test_patterns_with_literal_digits_are_not_memoised_by_digit_class():
+    from policies.constrained import _digit_blind
+
+    assert not _digit_blind(r"<answer>1[0-9]</answer>")
+    assert _digit_blind(r"-?[0-9]{1,2}\.[0-9]{2}")
