@@ -56,6 +56,8 @@ def cell_summary(data: dict, tie: float = 0.005, fallback_max: float = 0.01, ref
         out["local_model_regret"] = lm.tolist()
         out["at_or_below_local_model_from_r3"] = bool(ok.all())
         out["rounds_above_local_model"] = [ref_from + int(k) for k in np.nonzero(~ok)[0]]
+        # by how much: mean regret over rounds ref_from..K, DARA and local-model
+        out["mean_from_r3"] = {"dara": float(dara[tail].mean()), "local-model": float(lm[tail].mean())}
     return out
 
 
@@ -65,15 +67,17 @@ def name_of(path: Path) -> str:
 
 def markdown(rows: dict[str, dict]) -> str:
     head = ("| cell | envs | DARA r1 → r10 (%) | heuristic r1 → r10 (%) | W/T/L vs heuristic | "
-            "≤ local-model from r3 | fallback |")
-    lines = [head, "|" + "---|" * 7]
+            "≤ local-model from r3 | mean r3+ DARA / local-model (%) | fallback |")
+    lines = [head, "|" + "---|" * 8]
     for name, r in rows.items():
         d, h = r["dara_regret"], r["heuristic_regret"]
         lm = r.get("at_or_below_local_model_from_r3")
         lm_s = "-" if lm is None else ("yes" if lm else "no (r" + ",".join(map(str, r["rounds_above_local_model"])) + ")")
         wtl = f"{r['wins']}/{r['ties']}/{r['losses']}" + ("" if r["beats_heuristic"] else " ✗")
+        mean = r.get("mean_from_r3")
+        mean_s = "-" if mean is None else f"{100 * mean['dara']:.2f} / {100 * mean['local-model']:.2f}"
         lines.append(f"| {name} | {r['envs']} | {100 * d[0]:.2f} → {100 * d[-1]:.2f} | {100 * h[0]:.2f} → "
-                     f"{100 * h[-1]:.2f} | {wtl} | {lm_s} | {100 * r['fallback_rate']:.1f}% |")
+                     f"{100 * h[-1]:.2f} | {wtl} | {lm_s} | {mean_s} | {100 * r['fallback_rate']:.1f}% |")
     n = len(rows)
     lines.append("")
     lines.append(f"cells below the heuristic at every round (ties allowed): "
