@@ -15,8 +15,12 @@ dara bench --family quadratic --envs "$N" --rounds 10 --seed 7 \
     --json runs/eval/quadratic.json --plot runs/eval/quadratic.png --llm-out runs/eval/episodes
 # 2. ablations
 dara bench --family quadratic --envs "$N" --rounds 10 --seed 7 \
-    --policies dara-fixed-ref,optimizer-only,reasoner-only,base --no-oracle \
+    --policies optimizer-only,reasoner-only,base --no-oracle \
     --json runs/eval/ablations.json --llm-out runs/eval/episodes
+# the T = 6 recipe's plain-GRPO Optimizer (the `dara-fixed-ref` row of docs/results.md §2)
+dara bench --family quadratic --envs "$N" --rounds 10 --seed 7 --policies dara --no-oracle \
+    --optimizer-adapter training/runs/grpo-optimizer-fixed-ref/adapter \
+    --json runs/eval/dara-fixed-ref.json --llm-out runs/eval/dara-fixed-ref
 dara bench --family quadratic --envs "$N" --rounds 10 --seed 7 --policies dara --no-oracle \
     --optimizer-adapter "$SFT_OPT" --json runs/eval/dara-sft.json --llm-out runs/eval/dara-sft
 # Optimizer encoding at an equal budget (100 SFT steps each, uniform start)

@@ -24,7 +24,8 @@ def test_method_context_maps_roles_and_adapters(tmp_path, monkeypatch):
     b = method_context("base", CTX)
     assert b.reasoner_adapter == "none" and b.optimizer_adapter == "none"
     assert method_context("reasoner-only", CTX).optimizer == "hold"
-    assert method_context("dara-fixed-ref", CTX).optimizer_adapter.endswith("optimizer-fixed-ref")
+    assert method_context("dara-grpo-a", CTX).optimizer_adapter.endswith("gen-grpo-optimizer-hint/adapter")
+    assert method_context("dara-sft", CTX).optimizer_adapter.endswith("gen-sft-optimizer-hint/adapter")
     # overrides replace adapters, never the base model of `base`
     over = Context(reasoner_adapter="R", optimizer_adapter="O", reasoner_encoding="absolute",
                    optimizer_encoding="delta-slope", tolerance=0.5)
@@ -35,7 +36,7 @@ def test_method_context_maps_roles_and_adapters(tmp_path, monkeypatch):
     assert b2.reasoner_adapter == "none" and b2.optimizer_adapter == "none"
     with pytest.raises(ValueError, match="unknown LLM method"):
         method_context("gpt", CTX)
-    assert set(METHODS) == {"dara", "reasoner-only", "optimizer-only", "base", "dara-fixed-ref"}
+    assert set(METHODS) == {"dara", "reasoner-only", "optimizer-only", "base", "dara-grpo-a", "dara-sft"}
 
 
 def test_llm_method_uses_the_context_seed_for_feedback_noise(tmp_path, monkeypatch):

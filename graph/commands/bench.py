@@ -8,7 +8,7 @@ methods see the same noisy observations for the same seed, environment and round
 
 Numeric baselines run as arrays over all environments at once (``graph.commands.
 bench_numeric``; 2000 environments x 10 rounds take seconds). LLM methods (``dara``,
-``reasoner-only``, ``optimizer-only``, ``base``, ``dara-fixed-ref``) run as episodes
+``reasoner-only``, ``optimizer-only``, ``base``, ``dara-grpo-a``, ``dara-sft``) run as episodes
 through the DARA graph (``graph.commands.bench_llm``), imported only when asked for, so a
 numeric benchmark never loads torch.
 
@@ -34,12 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from graph.commands.bench_llm import METHODS as _LLM_METHOD_TABLE
 from graph.commands.context_flags import MODEL_FIELDS, add_context_flags, context_from_args
 from graph.context import Context
 from policies.baselines import BASELINES
 from tools.cli_errors import InputError, OneLineParser, check_number, check_output_dir, check_output_file, report
 
-LLM_METHODS = ("dara", "reasoner-only", "optimizer-only", "base", "dara-fixed-ref")
+LLM_METHODS = tuple(_LLM_METHOD_TABLE)  # their policies and adapters: graph.commands.bench_llm
 CONTEXT_FIELDS = ("max_rounds", "seed", "window", *MODEL_FIELDS)
 
 

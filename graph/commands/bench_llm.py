@@ -9,11 +9,15 @@ numeric rows draw the same way (``graph.commands.bench_numeric``).
 
 | method | round 1 (Reasoner) | rounds 2..K (Optimizer) |
 |---|---|---|
-| ``dara`` | LLM + shipped reasoner adapter | LLM + shipped optimizer adapter (GRPO-A) |
+| ``dara`` | LLM + shipped reasoner adapter | LLM + shipped optimizer adapter (GRPO, fixed reference) |
 | ``reasoner-only`` | LLM + shipped reasoner adapter | ``hold``: the plan is kept |
 | ``optimizer-only`` | ``uniform`` | LLM + shipped optimizer adapter |
 | ``base`` | LLM, no adapter | LLM, no adapter |
-| ``dara-fixed-ref`` | LLM + shipped reasoner adapter | LLM + optimizer adapter trained with plain GRPO (reference never refreshed) |
+| ``dara-grpo-a`` | LLM + shipped reasoner adapter | LLM + the shipped Optimizer's GRPO-A twin (same seed, reference refreshed every 10 steps) |
+| ``dara-sft`` | LLM + shipped reasoner adapter | LLM + the SFT Optimizer both RL runs started from |
+
+The last two read their adapters from ``training/runs/`` (a clone of the repository has
+them; an installed wheel does not, and the method then fails before any episode runs).
 
 ``parse_error_rate`` counts LLM decisions that recorded an error (the text did not
 decode, or the backend failed), over all LLM decisions; ``fallback_rate`` counts LLM
@@ -36,6 +40,7 @@ from graph.commands.summaries import is_fallback, metric_arrays
 from graph.context import Context
 
 ADAPTER_DIR = Path(__file__).resolve().parents[2] / "policies" / "adapters"
+RUNS_DIR = Path(__file__).resolve().parents[2] / "training" / "runs"
 
 # method -> (reasoner policy, optimizer policy, reasoner adapter, optimizer adapter)
 # adapter None = the shipped adapter of that role; "none" = the base model.
@@ -44,7 +49,8 @@ METHODS: dict[str, tuple[str, str, str | None, str | None]] = {
     "reasoner-only": ("llm", "hold", None, None),
     "optimizer-only": ("uniform", "llm", None, None),
     "base": ("llm", "llm", "none", "none"),
-    "dara-fixed-ref": ("llm", "llm", None, str(ADAPTER_DIR / "optimizer-fixed-ref")),
+    "dara-grpo-a": ("llm", "llm", None, str(RUNS_DIR / "gen-grpo-optimizer-hint" / "adapter")),
+    "dara-sft": ("llm", "llm", None, str(RUNS_DIR / "gen-sft-optimizer-hint" / "adapter")),
 }
 
 
