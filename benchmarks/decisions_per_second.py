@@ -14,7 +14,11 @@ one run per configuration:
   decode in fp32 (``bf16_prefill``); ``threads-bf16p`` the same on the threads path;
 - ``threads``         — the path concurrent ``dara run`` episodes take: ``--threads``
   callers each ask an ``llm`` Optimizer policy (local backend) for ONE decision at a
-  time; the backend's request coalescer gathers them into batched generates.
+  time; the backend's request coalescer gathers them into batched generates;
+- ``graph``           — the whole path: ``--threads`` episodes through the DARA graph at
+  once (``graph.commands.episodes.run_episodes``: budget tool, environment, SQLite
+  checkpoints, JSONL), round 1 ``uniform`` and N / ``--threads`` Optimizer rounds each on
+  the same family and T; decisions/s counts the Optimizer's decisions over the run's wall time.
 
 Decisions/s = prompts / wall time of generation (model loading and vLLM start-up are
 reported separately, not counted). Tokens/s counts generated tokens. "parseable" is the
@@ -84,6 +88,41 @@ def _parseable(texts, requests, encoding: str | None = None) -> float:
     return ok / max(1, len(texts))
 
 
+def _graph_row(args, adapter_dir, encoding, add, notes) -> None:
+    """Optimizer decisions through the graph: --threads episodes at once, N decisions."""
+    import dataclasses
+    import json
+
+    from graph.commands.episode_sources import batch_episodes
+    from graph.commands.episodes import run_episodes
+    from graph.context import Context
+    from graph.policy_registry import REGISTRY
+    from tools.envs import make_envs
+
+    episodes = max(1, args.threads)
+    rounds = max(1, args.n // episodes)
+    env = make_envs(args.family, episodes, periods=args.periods, budget=float(args.periods), seed=1, noise=0.1)
+    ctx = Context(reasoner="uniform", optimizer="llm", optimizer_adapter=adapter_dir or "none",
+                  optimizer_encoding=encoding, max_rounds=rounds + 1, tolerance=0.0, seed=0, base=args.base)
+    with tempfile.TemporaryDirectory(prefix="dara-dps-graph-") as tmp:
+        # warm-up: one round of every episode (model load, first full-size batch)
+        warm = dataclasses.replace(ctx, max_rounds=2)
+        run_episodes(warm, batch_episodes(env), Path(tmp) / "warm", concurrency=episodes)
+        chat = REGISTRY.get(ctx, "optimizer").chat_model
+        calls0 = chat.generate_calls
+        t0 = time.monotonic()
+        run_episodes(ctx, batch_episodes(env), Path(tmp) / "timed", concurrency=episodes)
+        secs = time.monotonic() - t0
+        rows = [json.loads(line) for line in (Path(tmp) / "timed" / "episodes.jsonl").read_text().splitlines()]
+    decisions = [r for ep in rows for r in ep["rounds"] if r["source"] == "optimizer"]
+    texts = [r.get("text") or "" for r in decisions]
+    add(f"graph, {episodes} episodes", "coalesced", len(decisions), secs, texts, None,
+        parse=sum(r.get("error") is None for r in decisions) / max(1, len(decisions)))
+    notes.append(f"graph: {episodes} episodes x {rounds} Optimizer rounds through run_episodes "
+                 f"({chat.generate_calls - calls0} batched generate calls; round 1 uniform, not counted); "
+                 f"{sum(r.get('error') is None for r in decisions)}/{len(decisions)} decisions parsed")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=64, help="Optimizer prompts (default 64).")
@@ -99,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="Optimizer adapter dir, or none (default: shipped, else random; none unless --base embedded).")
     ap.add_argument("--base", default="embedded", help="Base model: embedded, tiny-random or an HF dir.")
     ap.add_argument("--backends", default="local1,local,vllm",
-                    help="Comma list of local1, local, local-plain, local-bf16p, vllm, threads, threads-bf16p.")
+                    help="Comma list of local1, local, local-plain, local-bf16p, vllm, threads, threads-bf16p, graph.")
     ap.add_argument("--threads", type=int, default=8,
                     help="Concurrent single-decision callers for the threads configuration.")
     ap.add_argument("--vllm-dtype", default="float32")
@@ -131,10 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     texts_by: dict[str, list[str]] = {}
 
-    def add(name, batch, n, secs, texts, reqs):
+    def add(name, batch, n, secs, texts, reqs, parse=None):
         toks = _count_tokens(tok, texts)
         rows.append({"backend": name, "batch": batch, "n": n, "secs": secs, "dps": n / secs,
-                     "tps": toks / secs, "parse": _parseable(texts, reqs, encoding)})
+                     "tps": toks / secs, "parse": _parseable(texts, reqs, encoding) if parse is None else parse})
         print(f"{name:>14} batch={batch:<4} {n} prompts in {secs:7.1f} s -> {n / secs:6.3f} decisions/s "
               f"({toks / secs:6.1f} tok/s)", flush=True)
 
@@ -229,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"LLMPolicy (constrained answer format) ran as {chat.generate_calls - calls0} "
                          f"batched generate calls")
         chat.bf16_prefill = False
+    if "graph" in wanted:
+        _graph_row(args, adapter_dir, encoding, add, notes)
     if "threads" in texts_by and "threads-bf16p" in texts_by:
         same = sum(a == b for a, b in zip(texts_by["threads"], texts_by["threads-bf16p"]))
         notes.append(f"greedy texts identical between threads (fp32) and threads bf16 prefill: {same}/{args.n}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -164,6 +165,35 @@ def test_request_coalescer_batches_by_key_and_hands_back_errors():
     with pytest.raises(RuntimeError, match="backend down"):
         co.run("boom", [1, 2])
     assert co.run("a", [7]) == ["a:7"]  # the worker survives a failed batch
+
+
+def test_request_coalescer_waits_for_the_last_batchs_stragglers():
+    """Callers of one batch come back spread out (graph nodes run in between); the next
+    batch must gather them all instead of running the first few alone."""
+    from policies.backends.coalescer import RequestCoalescer
+
+    def fn(key, items):
+        if key == "slow":
+            time.sleep(2.0)  # a batch long enough that its straggler wait is 0.5 s
+        return list(items)
+
+    co = RequestCoalescer(fn, max_batch=16, window_s=0.02)
+
+    def caller(i):
+        for r in range(3):
+            co.run("slow", [(i, r)])
+            time.sleep(0.03 * i)  # the i-th caller comes back 30*i ms after the batch
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert co.sizes == [8, 8, 8]
+    time.sleep(0.6)  # past the straggler wait: a lone request waits only the window
+    t0 = time.monotonic()
+    assert co.run("fast", ["x"]) == ["x"]
+    assert time.monotonic() - t0 < 0.4 and co.sizes[-1] == 1
 
 
 @pytest.mark.slow

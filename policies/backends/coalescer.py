@@ -12,6 +12,16 @@ A daemon worker takes the oldest pending request, waits up to ``window_s`` for m
 with the same key (or until ``max_batch`` are pending), then runs them as one call of
 ``fn(key, items)``. Requests with another key, or arriving while a batch runs, go in a
 later batch. The worker ends after 30 s without requests; the next submit restarts it.
+
+**Stragglers.** The callers of one batch come back as a wave: each episode thread runs
+its graph nodes (budget tool, environment, checkpoint write) before asking again, and
+under the GIL those returns spread over 0.1-2 s, longer than the window. Gathering only
+the first few split every later round into two generates of nearly the full cost each
+(measured through ``dara bench``: batches of 3 then 13). So while fewer requests are
+pending than the last batch held, the worker also waits until ``straggler_s`` after that
+batch ended (at most a quarter of the batch's own run time, so a short batch never waits
+long); a request arriving later than that, or when fewer callers remain (episodes that
+ended), waits only the window.
 """
 
 from __future__ import annotations
@@ -32,9 +42,11 @@ class RequestCoalescer:
     """
 
     def __init__(self, fn: Callable[[Any, list], Sequence[Any]], max_batch: int, window_s: float,
-                 name: str = "dara-coalescer"):
+                 name: str = "dara-coalescer", straggler_s: float = 2.0):
         self.fn, self.name = fn, name
         self.max_batch, self.window_s = max(1, int(max_batch)), max(0.0, float(window_s))
+        self.straggler_s = max(0.0, float(straggler_s))
+        self._last_size, self._last_end, self._last_secs = 1, 0.0, 0.0  # the previous batch
         self._cv = threading.Condition()
         self._pending: list[tuple[Hashable, Any, Future]] = []
         self._worker: threading.Thread | None = None
@@ -58,15 +70,23 @@ class RequestCoalescer:
         """Submit ``items`` and wait for their results (in order)."""
         return [f.result() for f in self.submit_many(key, items)]
 
+    def _batch_done(self, size: int, t0: float) -> None:
+        """Remember the batch whose callers are about to come back (see Stragglers)."""
+        with self._cv:
+            self._last_end = time.monotonic()
+            self._last_size, self._last_secs = size, self._last_end - t0
+
     def _take(self) -> tuple[Hashable, list] | None:
         with self._cv:
             while not self._pending:
                 if not self._cv.wait(timeout=IDLE_EXIT_S) and not self._pending:
                     return None
             key = self._pending[0][0]
-            deadline = time.monotonic() + self.window_s
+            window_end = time.monotonic() + self.window_s
+            straggler_end = self._last_end + min(self.straggler_s, 0.25 * self._last_secs)
             while True:
                 n = sum(1 for k, _, _ in self._pending if k == key)
+                deadline = window_end if n >= self._last_size else max(window_end, straggler_end)
                 left = deadline - time.monotonic()
                 if n >= self.max_batch or left <= 0:
                     break
@@ -89,8 +109,10 @@ class RequestCoalescer:
             key, batch = got
             self.calls += 1
             self.sizes.append(len(batch))
+            t0 = time.monotonic()
             try:
                 results = list(self.fn(key, [item for _, item, _ in batch]))
+                self._batch_done(len(batch), t0)
                 if len(results) != len(batch):
                     raise RuntimeError(f"{self.name}: {len(results)} results for {len(batch)} requests")
                 for (_, _, fut), r in zip(batch, results):
