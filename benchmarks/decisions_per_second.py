@@ -18,7 +18,9 @@ one run per configuration:
 - ``graph``           — the whole path: ``--threads`` episodes through the DARA graph at
   once (``graph.commands.episodes.run_episodes``: budget tool, environment, SQLite
   checkpoints, JSONL), round 1 ``uniform`` and N / ``--threads`` Optimizer rounds each on
-  the same family and T; decisions/s counts the Optimizer's decisions over the run's wall time.
+  the same family and T; decisions/s counts the Optimizer's decisions over the run's wall time;
+  ``graph-window-only`` the same with the coalescer's straggler wait off (its window only,
+  the behaviour before the wait), for the ratio.
 
 Decisions/s = prompts / wall time of generation (model loading and vLLM start-up are
 reported separately, not counted). Tokens/s counts generated tokens. "parseable" is the
@@ -88,7 +90,7 @@ def _parseable(texts, requests, encoding: str | None = None) -> float:
     return ok / max(1, len(texts))
 
 
-def _graph_row(args, adapter_dir, encoding, add, notes) -> None:
+def _graph_row(args, adapter_dir, encoding, add, notes, straggler_wait: bool = True) -> None:
     """Optimizer decisions through the graph: --threads episodes at once, N decisions."""
     import dataclasses
     import json
@@ -109,17 +111,20 @@ def _graph_row(args, adapter_dir, encoding, add, notes) -> None:
         warm = dataclasses.replace(ctx, max_rounds=2)
         run_episodes(warm, batch_episodes(env), Path(tmp) / "warm", concurrency=episodes)
         chat = REGISTRY.get(ctx, "optimizer").chat_model
-        calls0 = chat.generate_calls
+        coalescer = chat._get_coalescer()
+        coalescer.straggler_s = 2.0 if straggler_wait else 0.0
+        sizes0 = len(coalescer.sizes)
         t0 = time.monotonic()
         run_episodes(ctx, batch_episodes(env), Path(tmp) / "timed", concurrency=episodes)
         secs = time.monotonic() - t0
         rows = [json.loads(line) for line in (Path(tmp) / "timed" / "episodes.jsonl").read_text().splitlines()]
     decisions = [r for ep in rows for r in ep["rounds"] if r["source"] == "optimizer"]
     texts = [r.get("text") or "" for r in decisions]
-    add(f"graph, {episodes} episodes", "coalesced", len(decisions), secs, texts, None,
+    label = f"graph, {episodes} episodes" + ("" if straggler_wait else ", window only")
+    add(label, "coalesced", len(decisions), secs, texts, None,
         parse=sum(r.get("error") is None for r in decisions) / max(1, len(decisions)))
-    notes.append(f"graph: {episodes} episodes x {rounds} Optimizer rounds through run_episodes "
-                 f"({chat.generate_calls - calls0} batched generate calls; round 1 uniform, not counted); "
+    notes.append(f"{label}: {episodes} episodes x {rounds} Optimizer rounds through run_episodes "
+                 f"(batches of {coalescer.sizes[sizes0:]}; round 1 uniform, not counted); "
                  f"{sum(r.get('error') is None for r in decisions)}/{len(decisions)} decisions parsed")
 
 
@@ -138,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="Optimizer adapter dir, or none (default: shipped, else random; none unless --base embedded).")
     ap.add_argument("--base", default="embedded", help="Base model: embedded, tiny-random or an HF dir.")
     ap.add_argument("--backends", default="local1,local,vllm",
-                    help="Comma list of local1, local, local-plain, local-bf16p, vllm, threads, threads-bf16p, graph.")
+                    help="Comma list of local1, local, local-plain, local-bf16p, vllm, threads, threads-bf16p, graph, graph-window-only.")
     ap.add_argument("--threads", type=int, default=8,
                     help="Concurrent single-decision callers for the threads configuration.")
     ap.add_argument("--vllm-dtype", default="float32")
@@ -268,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"LLMPolicy (constrained answer format) ran as {chat.generate_calls - calls0} "
                          f"batched generate calls")
         chat.bf16_prefill = False
-    if "graph" in wanted:
-        _graph_row(args, adapter_dir, encoding, add, notes)
+    for name in [w for w in ("graph", "graph-window-only") if w in wanted]:
+        _graph_row(args, adapter_dir, encoding, add, notes, straggler_wait=name == "graph")
     if "threads" in texts_by and "threads-bf16p" in texts_by:
         same = sum(a == b for a, b in zip(texts_by["threads"], texts_by["threads-bf16p"]))
         notes.append(f"greedy texts identical between threads (fp32) and threads bf16 prefill: {same}/{args.n}")
