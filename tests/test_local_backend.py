@@ -177,12 +177,14 @@ def test_request_coalescer_waits_for_the_last_batchs_stragglers():
             time.sleep(2.0)  # a batch long enough that its straggler wait is 0.5 s
         return list(items)
 
-    co = RequestCoalescer(fn, max_batch=16, window_s=0.02)
+    co = RequestCoalescer(fn, max_batch=16, window_s=0.1)
+    start = threading.Barrier(8)
 
     def caller(i):
+        start.wait()
         for r in range(3):
             co.run("slow", [(i, r)])
-            time.sleep(0.03 * i)  # the i-th caller comes back 30*i ms after the batch
+            time.sleep(0.04 * i)  # the i-th caller comes back 40*i ms after the batch
 
     threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
     for t in threads:
@@ -240,3 +242,19 @@ def test_policy_calls_from_many_threads_share_generates(adapters):
         t.join(60)
     assert [out[i] for i in range(len(reqs))] == expected
     assert chat.generate_calls <= 3
+
+
+def test_stop_criteria_are_built_once_and_stop_like_stop_strings():
+    """generate(stop_strings=...) rebuilt the vocabulary tables on every call (0.4-0.6 s);
+    the cached criterion must stop exactly where stop_strings stops."""
+    from policies.backends.common import stop_criteria
+
+    model, tok = load_base("tiny-random")
+    first = stop_criteria(tok, ["</answer>", "b"])
+    assert stop_criteria(tok, ["</answer>", "b"])[0] is first[0]
+    ids = tok(["<answer>[1.0,2.0]", "hello"], return_tensors="pt", padding=True)
+    kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    a = model.generate(**ids, stop_strings=["</answer>", "b"], tokenizer=tok, **kw)
+    b = model.generate(**ids, stopping_criteria=first, **kw)
+    assert torch.equal(a, b)

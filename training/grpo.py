@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from policies.backends.common import ANSWER_STOP, stop_criteria
 from policies.prompts import DELTA_ENCODINGS
 from training import common, distributed
 from training.common import POLICY, REF
@@ -227,7 +228,7 @@ def sample(model, tok, prompt_ids: list[list[int]], cfg: GRPOConfig, seeds: list
         gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, top_k=None, top_p=None,
                              temperature=None, max_new_tokens=max_new_tokens or cfg.max_new_tokens,
                              pad_token_id=fill, eos_token_id=tok.eos_token_id,
-                             stop_strings=["</answer>"], tokenizer=tok, use_cache=True,
+                             stopping_criteria=stop_criteria(tok, [ANSWER_STOP]), use_cache=True,
                              past_key_values=cache, logits_processor=LogitsProcessorList(procs))
     comp = gen[:, ids.shape[1]:]
     cmask = completion_mask(comp, tok.eos_token_id, fill)

@@ -54,6 +54,7 @@ from policies.backends.common import (
     call_params,
     cut_at,
     explicit_kwargs,
+    stop_criteria,
     to_message_dicts,
 )
 
@@ -246,7 +247,7 @@ class LocalChatModel(BatchedChatModel):
         else:
             gen_kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if self.stop_at:
-            gen_kw.update(stop_strings=list(self.stop_at), tokenizer=tok)
+            gen_kw.update(stopping_criteria=stop_criteria(tok, self.stop_at))
         with _gen_lock(base):
             if isinstance(model, PeftModel):
                 if adapter is None:
