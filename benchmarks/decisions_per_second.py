@@ -113,18 +113,20 @@ def _graph_row(args, adapter_dir, encoding, add, notes, straggler_wait: bool = T
         chat = REGISTRY.get(ctx, "optimizer").chat_model
         coalescer = chat._get_coalescer()
         coalescer.straggler_s = 2.0 if straggler_wait else 0.0
-        sizes0 = len(coalescer.sizes)
+        sizes0, spans0 = len(coalescer.sizes), len(coalescer.spans)
         t0 = time.monotonic()
         run_episodes(ctx, batch_episodes(env), Path(tmp) / "timed", concurrency=episodes)
         secs = time.monotonic() - t0
         rows = [json.loads(line) for line in (Path(tmp) / "timed" / "episodes.jsonl").read_text().splitlines()]
     decisions = [r for ep in rows for r in ep["rounds"] if r["source"] == "optimizer"]
+    busy = sum(b - a for a, b in coalescer.spans[spans0:])
     texts = [r.get("text") or "" for r in decisions]
     label = f"graph, {episodes} episodes" + ("" if straggler_wait else ", window only")
     add(label, "coalesced", len(decisions), secs, texts, None,
         parse=sum(r.get("error") is None for r in decisions) / max(1, len(decisions)))
     notes.append(f"{label}: {episodes} episodes x {rounds} Optimizer rounds through run_episodes "
-                 f"(batches of {coalescer.sizes[sizes0:]}; round 1 uniform, not counted); "
+                 f"(batches of {coalescer.sizes[sizes0:]}, generating {busy:.1f} s of the {secs:.1f} s; "
+                 f"round 1 uniform, not counted); "
                  f"{sum(r.get('error') is None for r in decisions)}/{len(decisions)} decisions parsed")
 
 

@@ -52,6 +52,7 @@ class RequestCoalescer:
         self._worker: threading.Thread | None = None
         self.calls = 0  # batched calls made
         self.sizes: list[int] = []  # items per batched call
+        self.spans: list[tuple[float, float]] = []  # (start, end) monotonic time per batched call
 
     def submit(self, key: Hashable, item: Any) -> Future:
         return self.submit_many(key, [item])[0]
@@ -75,6 +76,7 @@ class RequestCoalescer:
         with self._cv:
             self._last_end = time.monotonic()
             self._last_size, self._last_secs = size, self._last_end - t0
+            self.spans.append((t0, self._last_end))
 
     def _take(self) -> tuple[Hashable, list] | None:
         with self._cv:
