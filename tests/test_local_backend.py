@@ -182,6 +182,7 @@ def test_request_coalescer_waits_for_the_last_batchs_stragglers():
 
     def caller(i):
         start.wait()
+        time.sleep(0.03 * i)  # the first wave arrives over 210 ms, 30 ms apart (> the window in all)
         for r in range(3):
             co.run("slow", [(i, r)])
             time.sleep(0.04 * i)  # the i-th caller comes back 40*i ms after the batch

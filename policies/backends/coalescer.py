@@ -8,9 +8,9 @@ so the ``local`` and ``vllm`` backends send every call through a
 same adapter, answer-token cap, sampling settings, ...) become one batched generate.
 The ``openai`` backend needs none: the server batches concurrent HTTP requests itself.
 
-A daemon worker takes the oldest pending request, waits up to ``window_s`` for more
-with the same key (or until ``max_batch`` are pending), then runs them as one call of
-``fn(key, items)``. Requests with another key, or arriving while a batch runs, go in a
+A daemon worker takes the oldest pending request, waits for more with the same key
+until ``window_s`` passes without a new request (at most ``straggler_s`` in all) or
+``max_batch`` are pending, then runs them as one call of ``fn(key, items)``. Requests with another key, or arriving while a batch runs, go in a
 later batch. The worker ends after 30 s without requests; the next submit restarts it.
 
 **Stragglers.** The callers of one batch come back as a wave: each episode thread runs
@@ -47,6 +47,7 @@ class RequestCoalescer:
         self.max_batch, self.window_s = max(1, int(max_batch)), max(0.0, float(window_s))
         self.straggler_s = max(0.0, float(straggler_s))
         self._last_size, self._last_end, self._last_secs = 1, 0.0, 0.0  # the previous batch
+        self._last_submit = 0.0
         self._cv = threading.Condition()
         self._pending: list[tuple[Hashable, Any, Future]] = []
         self._worker: threading.Thread | None = None
@@ -61,6 +62,7 @@ class RequestCoalescer:
         futs: list[Future] = [Future() for _ in items]
         with self._cv:
             self._pending.extend((key, item, fut) for item, fut in zip(items, futs))
+            self._last_submit = time.monotonic()
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._worker.start()
@@ -84,11 +86,15 @@ class RequestCoalescer:
                 if not self._cv.wait(timeout=IDLE_EXIT_S) and not self._pending:
                     return None
             key = self._pending[0][0]
-            window_end = time.monotonic() + self.window_s
+            first = time.monotonic()
             straggler_end = self._last_end + min(self.straggler_s, 0.25 * self._last_secs)
             while True:
                 n = sum(1 for k, _, _ in self._pending if k == key)
-                deadline = window_end if n >= self._last_size else max(window_end, straggler_end)
+                # the window restarts with every arrival (up to straggler_s in all) ...
+                deadline = min(max(first, self._last_submit) + self.window_s, first + max(self.window_s,
+                                                                                          self.straggler_s))
+                if n < self._last_size:  # ... and the last batch's callers are waited for
+                    deadline = max(deadline, straggler_end)
                 left = deadline - time.monotonic()
                 if n >= self.max_batch or left <= 0:
                     break
