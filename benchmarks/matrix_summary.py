@@ -65,6 +65,13 @@ def name_of(path: Path) -> str:
     return path.stem
 
 
+def natural_key(path: Path) -> list:
+    """Cell names in reading order: quadratic-T3 before quadratic-T10."""
+    import re
+
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path.stem)]
+
+
 def markdown(rows: dict[str, dict]) -> str:
     head = ("| cell | envs | DARA r1 → r10 (%) | heuristic r1 → r10 (%) | W/T/L vs heuristic | "
             "≤ local-model from r3 | mean r3+ DARA / local-model (%) | fallback |")
@@ -124,7 +131,7 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", default=None, help="heatmap of DARA - heuristic regret")
     a = ap.parse_args(argv)
     rows: dict[str, dict] = {}
-    for f in a.files:
+    for f in sorted(a.files, key=natural_key):
         try:
             rows[name_of(f)] = cell_summary(json.loads(f.read_text()), tie=a.tie / 100)
         except (OSError, ValueError, KeyError) as e:
