@@ -117,9 +117,9 @@ def plot(rows: dict[str, dict], path: str) -> None:
         for k in rows[n]["lost_rounds"]:
             ax.text(k - 1, i, "✗", ha="center", va="center", fontsize=7)
     fig.colorbar(im, ax=ax, label="DARA − heuristic regret (points of %)")
-    ax.set_title("DARA vs heuristic per cell and round (✗ = loss, ties under 0.5% blank)", fontsize=9)
+    ax.set_title("DARA vs heuristic per cell and round (blue: DARA lower; ✗ = loss)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
