@@ -10,18 +10,20 @@ The ``openai`` backend needs none: the server batches concurrent HTTP requests i
 
 A daemon worker takes the oldest pending request, waits for more with the same key
 until ``window_s`` passes without a new request (at most ``straggler_s`` in all) or
-``max_batch`` are pending, then runs them as one call of ``fn(key, items)``. Requests with another key, or arriving while a batch runs, go in a
-later batch. The worker ends after 30 s without requests; the next submit restarts it.
+``max_batch`` are pending, then runs them as one call of ``fn(key, items)``. Requests
+with another key, or arriving while a batch runs, go in a later batch. The worker ends
+after 30 s without requests; the next submit restarts it.
 
 **Stragglers.** The callers of one batch come back as a wave: each episode thread runs
 its graph nodes (budget tool, environment, checkpoint write) before asking again, and
 under the GIL those returns spread over 0.1-2 s, longer than the window. Gathering only
-the first few split every later round into two generates of nearly the full cost each
-(measured through ``dara bench``: batches of 3 then 13). So while fewer requests are
-pending than the last batch held, the worker also waits until ``straggler_s`` after that
-batch ended (at most a quarter of the batch's own run time, so a short batch never waits
-long); a request arriving later than that, or when fewer callers remain (episodes that
-ended), waits only the window.
+the first few split every later round into two or more generates (``dara bench``: 3
+then 13), and on CPU a batch of eight costs more than half of one of sixteen (16 episodes
+through the graph ran 1.22x fewer decisions/s, docs/benchmarks.md). So while fewer
+requests are pending than the last batch held, the worker also waits until
+``straggler_s`` after that batch ended (at most a quarter of the batch's own run time, so
+a short batch never waits long); a request arriving later than that, or when fewer
+callers remain (episodes that ended), waits only the window.
 """
 
 from __future__ import annotations
