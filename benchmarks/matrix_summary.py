@@ -57,7 +57,8 @@ def cell_summary(data: dict, tie: float = 0.005, fallback_max: float = 0.01, ref
         out["at_or_below_local_model_from_r3"] = bool(ok.all())
         out["rounds_above_local_model"] = [ref_from + int(k) for k in np.nonzero(~ok)[0]]
         # by how much: mean regret over rounds ref_from..K, DARA and local-model
-        out["mean_from_r3"] = {"dara": float(dara[tail].mean()), "local-model": float(lm[tail].mean())}
+        out["mean_from_r3"] = ({"dara": float(dara[tail].mean()), "local-model": float(lm[tail].mean())}
+                               if K >= ref_from else None)
     return out
 
 
