@@ -34,6 +34,7 @@ from concurrent.futures import Future
 from typing import Any, Callable, Hashable, Sequence
 
 IDLE_EXIT_S = 30.0
+HISTORY = 10_000  # batches whose size and span are kept (a long-lived server makes many)
 
 
 class RequestCoalescer:
@@ -54,8 +55,8 @@ class RequestCoalescer:
         self._pending: list[tuple[Hashable, Any, Future]] = []
         self._worker: threading.Thread | None = None
         self.calls = 0  # batched calls made
-        self.sizes: list[int] = []  # items per batched call
-        self.spans: list[tuple[float, float]] = []  # (start, end) monotonic time per batched call
+        self.sizes: list[int] = []  # items per batched call (the last HISTORY)
+        self.spans: list[tuple[float, float]] = []  # (start, end) monotonic time per batched call (same)
 
     def submit(self, key: Hashable, item: Any) -> Future:
         return self.submit_many(key, [item])[0]
@@ -81,6 +82,7 @@ class RequestCoalescer:
             self._last_end = time.monotonic()
             self._last_size, self._last_secs = size, self._last_end - t0
             self.spans.append((t0, self._last_end))
+            del self.spans[:-HISTORY]
 
     def _take(self) -> tuple[Hashable, list] | None:
         with self._cv:
@@ -119,6 +121,7 @@ class RequestCoalescer:
             key, batch = got
             self.calls += 1
             self.sizes.append(len(batch))
+            del self.sizes[:-HISTORY]
             t0 = time.monotonic()
             try:
                 results = list(self.fn(key, [item for _, item, _ in batch]))
