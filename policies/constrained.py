@@ -49,6 +49,7 @@ def _compiled(pattern: str):
 _DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
 
 
+@lru_cache(maxsize=64)
 def _digit_blind(pattern: str) -> bool:
     """True when digits occur in ``pattern`` only as ``[0-9]`` classes and quantifier
     counts, so any digit of a text stands for any other (the memo's premise)."""
@@ -96,6 +97,21 @@ def _candidates(tokenizer) -> tuple[list[int], list[str]]:
     return cache
 
 
+def _candidate_pairs(tokenizer, eos: int) -> tuple[tuple[tuple[int, str], ...], int]:
+    """(id, string) candidate pairs and their memo key, built once per tokenizer (a
+    processor is made per generate call)."""
+    cache = getattr(tokenizer, "_dara_candidate_pairs", None)
+    if cache is None:
+        ids, strs = _candidates(tokenizer)
+        pairs = tuple(zip(ids, strs))
+        cache = (pairs, hash((pairs, eos)))
+        try:
+            tokenizer._dara_candidate_pairs = cache
+        except Exception:  # pragma: no cover - exotic tokenizer objects
+            pass
+    return cache
+
+
 class AnswerFormatProcessor:
     """A transformers logits processor enforcing :func:`answer_pattern` per sequence.
 
@@ -109,9 +125,8 @@ class AnswerFormatProcessor:
         self.blind = [_digit_blind(p) for p in self.patterns]
         self.prompt_len = prompt_len
         self.cand_ids, self.cand_strs = _candidates(tokenizer)
-        self.candidates = tuple(zip(self.cand_ids, self.cand_strs))
         self.eos = tokenizer.eos_token_id
-        self.cand_key = hash((self.candidates, self.eos))  # one tokenizer's candidate set
+        self.candidates, self.cand_key = _candidate_pairs(tokenizer, self.eos)
 
     def allowed(self, row: int, text: str) -> list[int]:
         """Token ids that keep ``text`` a prefix of row ``row``'s pattern."""
