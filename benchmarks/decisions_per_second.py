@@ -111,7 +111,7 @@ def _graph_row(args, adapter_dir, encoding, add, notes, straggler_wait: bool = T
         warm = dataclasses.replace(ctx, max_rounds=2)
         run_episodes(warm, batch_episodes(env), Path(tmp) / "warm", concurrency=episodes)
         chat = REGISTRY.get(ctx, "optimizer").chat_model
-        coalescer = chat._get_coalescer()
+        coalescer = chat.coalescer
         coalescer.straggler_s = 2.0 if straggler_wait else 0.0
         sizes0, spans0 = len(coalescer.sizes), len(coalescer.spans)
         t0 = time.monotonic()

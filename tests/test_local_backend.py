@@ -82,7 +82,7 @@ def test_coalescer_merges_concurrent_calls(adapters):
     chat = LocalChatModel(base="tiny-random", adapters={k: str(v) for k, v in adapters.items()},
                           max_new_tokens=6, batch_size=16, coalesce_ms=1000)  # wide: robust on a loaded box
     expected = chat.generate_texts(PROMPTS, adapter="optimizer")
-    n0 = chat.generate_calls
+    n0, s0 = chat.generate_calls, len(chat.coalescer.sizes)
     results: dict[int, str] = {}
     barrier = threading.Barrier(len(PROMPTS))
 
@@ -98,6 +98,7 @@ def test_coalescer_merges_concurrent_calls(adapters):
     assert [results[i] for i in range(len(PROMPTS))] == expected
     assert chat.generate_calls - n0 <= 2 < len(PROMPTS)
     assert chat.coalesced_calls <= 2
+    assert sum(chat.coalescer.sizes[s0:]) == len(PROMPTS)  # the public view of the batches run
 
 
 def test_stop_at_answer_tag(plain):

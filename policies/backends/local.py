@@ -310,6 +310,12 @@ class LocalChatModel(BatchedChatModel):
         """Batched generate rounds run by the coalescer so far."""
         return 0 if self._coalescer is None else self._coalescer.calls
 
+    @property
+    def coalescer(self) -> RequestCoalescer:
+        """The request coalescer batching this model's concurrent calls: its ``sizes`` and
+        ``spans`` say how full and how long each batch was; ``straggler_s`` is tunable."""
+        return self._get_coalescer()
+
 
 def make_chat_model(base: str = "embedded", adapters: dict[str, str] | None = None,
                     **kw: Any) -> LocalChatModel:
