@@ -31,13 +31,13 @@ def _window_arrays(window: Sequence[Record]):
 def window_fall(window: Sequence[Record], unit: float, scale: float) -> list[float]:
     """Per-slot fall of normalised MROI per unit of B/T over ``window`` (``delta-slope``).
 
-    ``-slope`` from :func:`policies.baselines.local_slopes` (the ``local-model``
+    ``-slope`` from :func:`tools.local_response.local_slopes` (the ``local-model``
     teacher's least-squares fit, with its fallbacks for slots whose spend did not vary),
     rescaled to the prompt's units: spend in B/T, MROI divided by ``scale``.
     """
     import numpy as np
 
-    from policies.baselines import local_slopes
+    from tools.local_response import local_slopes
 
     wa, wm = _window_arrays(window)
     s = local_slopes(wa, wm, np.array([unit]))[0]

@@ -44,6 +44,35 @@ def test_local_model_equalises_linear_mroi():
     assert np.allclose(r[inside].std(axis=1), 0, atol=1e-6)
 
 
+def test_planning_slopes_are_the_fit_made_steeper_by_its_standard_error():
+    """local-model plans on slope - z * se, se the slope's standard error of the one local
+    response model the self-check uses (pooled residuals, sigma / sqrt(Sxx))."""
+    from tools.local_response import fit_local_response, local_slopes, planning_slopes
+
+    wa, wr, _, _ = _windows(n=30, w=4, T=5, seed=3)
+    wr = wr * np.random.default_rng(4).lognormal(0.0, 0.1, wr.shape)  # noisy records
+    unit = np.full(30, 1.0)
+    np.testing.assert_array_equal(planning_slopes(wa, wr, unit, 0.0), local_slopes(wa, wr, unit))
+    steeper = planning_slopes(wa, wr, unit, 0.5)
+    for i in range(30):
+        fit = fit_local_response(wa[i], wr[i], 1.0)
+        se = np.where(fit.varied, fit.sigma / np.sqrt(fit.sxx), 0.0)
+        np.testing.assert_allclose(steeper[i], fit.slope - 0.5 * se, rtol=1e-9)
+    assert np.all(steeper <= local_slopes(wa, wr, unit)) and np.any(steeper < local_slopes(wa, wr, unit))
+
+
+def test_an_uncertain_slope_takes_a_shorter_step():
+    """Three noisy, closely spaced records of a 3-slot task (budget 6; the optimum is about
+    [1.8, 1.4, 2.8]): the plain fit empties slot 1; the planning slope moves less."""
+    wa = np.array([[[2.285, 1.982, 1.733], [2.364, 1.715, 1.921], [1.984, 1.795, 2.221]]])
+    wr = np.array([[[0.2357, 0.2321, 0.4078], [0.2680, 0.3743, 0.4328], [0.262, 0.312, 0.408]]])
+    plain = propose_arrays("local-model", wa, wr, budget=6.0, z=0.0)[0]
+    planned = propose_arrays("local-model", wa, wr, budget=6.0)[0]
+    assert plain[0] < 0.01
+    assert np.abs(planned - wa[0, -1]).max() < np.abs(plain - wa[0, -1]).max() - 0.2
+    np.testing.assert_allclose(planned.sum(), 6.0, rtol=1e-6)
+
+
 def test_unknown_baseline_and_bad_shapes():
     with pytest.raises(ValueError, match="unknown baseline 'nope'"):
         propose_arrays("nope", np.ones((1, 1, 2)), np.ones((1, 1, 2)), 2.0)
