@@ -178,7 +178,18 @@ def _check(got: dict, want: dict, name: str) -> None:
 ROLL = RolloutConfig(families=["quadratic"], env_pool=16, periods=3, budget=3.0, max_rounds=4)
 
 
-def test_cpu_sft_step_is_unchanged(tmp_path):
+@pytest.fixture
+def plain_slope_teacher(monkeypatch):
+    """The numbers below were recorded when ``local-model`` (the SFT teacher and the
+    rollouts' chain policy) planned on the plain least-squares slope; pin it back, so the
+    trainer's device path is compared with exactly what it was recorded on."""
+    from policies import baselines
+    from tools.local_response import local_slopes
+
+    monkeypatch.setattr(baselines, "planning_slopes", lambda wa, wm, unit, z: local_slopes(wa, wm, unit))
+
+
+def test_cpu_sft_step_is_unchanged(tmp_path, plain_slope_teacher):
     """One SFT step with device="cpu" (a few seconds)."""
     from training import sft
 
@@ -189,7 +200,7 @@ def test_cpu_sft_step_is_unchanged(tmp_path):
     _check(_run_numbers(tmp_path / "sft"), BEFORE_DEVICES["sft"], "sft")
 
 
-def test_cpu_grpo_step_is_unchanged(tmp_path):
+def test_cpu_grpo_step_is_unchanged(tmp_path, plain_slope_teacher):
     """One GRPO-A step with device="cpu": 4 sampled completions of up to 28 tokens, then
     the update (10 s on 2 idle cores, ~50 s next to a training job). The numbers predate
     the format-mass term, so it is off here (training.format_mass has its own tests)."""
