@@ -57,6 +57,14 @@ def test_resume_names_what_changed(tmp_path, capsys):
     assert "written by an older dara run" in capsys.readouterr().err
 
 
+def test_a_resumed_run_says_which_episodes_it_reuses(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(ARGS + ["--episodes", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(ARGS[:-1] + ["--episodes", "2", "--out", str(out), "--resume"]) == 0
+    assert "2 of 2 episodes are already in" in capsys.readouterr().err
+
+
 def test_torn_last_line_is_repaired(tmp_path):
     p = tmp_path / "episodes.jsonl"
     p.write_text('{"id": "a"}\n{"id": "b"}\n{"id": "c", "rou')

@@ -207,6 +207,9 @@ def run_episodes(context: Context, episodes: Sequence[Episode], out: str | Path,
         executor.close()
         made.remove()  # failed before its first episode: leave nothing behind
         raise
+    if progress and len(todo) < len(episodes):  # say so: reused episodes are not rerun on new code
+        print(f"{label}: {len(episodes) - len(todo)} of {len(episodes)} episodes are already in {ep_path} "
+              f"and are reused, not rerun (delete {out} to rerun them)", file=sys.stderr)
     bar = tqdm(total=len(episodes), initial=len(episodes) - len(todo), desc=label,
                unit="ep", disable=not progress, file=sys.stderr, mininterval=0.5)
     result = BatchResult(records=list(finished), ran=len(todo))
