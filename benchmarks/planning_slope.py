@@ -5,8 +5,8 @@ the SFT teacher) equalises MROI on per-slot lines fitted to the window. It plans
 fitted slope made ``z`` standard errors steeper (``tools.local_response.planning_slopes``):
 ``z`` = 0 is the plain least-squares slope. This runs ``local-model`` at each ``z`` (and
 the heuristic, for reference) through ``dara bench``'s numeric loop on every matrix
-family and size at several noise levels, and prints per cell the mean regret at round 2
-(the first refinement), over rounds 3-10, the 99th percentile at round 2, and the rounds
+family and size at several noise levels, and prints per cell the mean regret at round 1
+(the Reasoner's step, from the whole history), round 2 (the first refinement), over rounds 3-10, the 99th percentile at round 2, and the rounds
 at which it is above the heuristic:
 
     python benchmarks/planning_slope.py --seed 123 --envs 1000 --z 0,0.25,0.5,1
@@ -46,7 +46,7 @@ def run(zs: list[float], noises: list[float], envs: int, seed: int, rounds: int 
             for z in zs:
                 r = run_numeric("local-model", env, rounds, window, seed, z=z)["regret"]
                 m = r.mean(axis=1)
-                row[f"z={z:g}"] = {"r2": float(m[1]), "r3+": float(m[2:].mean()),
+                row[f"z={z:g}"] = {"r1": float(m[0]), "r2": float(m[1]), "r3+": float(m[2:].mean()),
                                    "p99_r2": float(np.percentile(r[1], 99)),
                                    "rounds_above_heuristic": [k + 1 for k in range(rounds) if m[k] > heur[k]]}
             rows.append(row)
@@ -59,7 +59,7 @@ def format_row(row: dict, zs: list[float]) -> str:
     for z in zs:
         c = row[f"z={z:g}"]
         above = ",".join(map(str, c["rounds_above_heuristic"])) or "-"
-        parts.append(f"{c['r2'] * 100:6.2f} {c['r3+'] * 100:5.2f} {c['p99_r2'] * 100:5.1f} {above:>5}")
+        parts.append(f"{c['r1'] * 100:6.2f} {c['r2'] * 100:6.2f} {c['r3+'] * 100:5.2f} {c['p99_r2'] * 100:5.1f} {above:>5}")
     return " | ".join(parts) + f" | {row['heuristic_r2'] * 100:6.2f}"
 
 
@@ -73,16 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     zs = [float(x) for x in args.z.split(",")]
     noises = [float(x) for x in args.noise.split(",")]
-    print(f"per z: round-2 mean, rounds 3-10 mean, round-2 p99 (regret %), rounds above the heuristic "
+    print(f"per z: round-1, round-2 and rounds 3-10 mean, round-2 p99 (regret %), rounds above the heuristic "
           f"| heuristic round 2; seed {args.seed}, {args.envs} environments")
-    print(" | ".join([f"{'cell':<26}"] + [f"z={z:g}".center(25) for z in zs] + ["heur r2"]))
+    print(" | ".join([f"{'cell':<26}"] + [f"z={z:g}".center(32) for z in zs] + ["heur r2"]))
     rows = run(zs, noises, args.envs, args.seed)
-    summary = {f"z={z:g}": {"mean_r2": float(np.mean([r[f'z={z:g}']['r2'] for r in rows])),
+    summary = {f"z={z:g}": {"mean_r1": float(np.mean([r[f'z={z:g}']['r1'] for r in rows])),
+                            "mean_r2": float(np.mean([r[f'z={z:g}']['r2'] for r in rows])),
                             "mean_r3+": float(np.mean([r[f'z={z:g}']['r3+'] for r in rows])),
                             "cells_above_heuristic": sum(bool(r[f'z={z:g}']['rounds_above_heuristic']) for r in rows)}
                for z in zs}
     for k, v in summary.items():
-        print(f"{k}: mean over cells r2 {v['mean_r2'] * 100:.2f}%, r3+ {v['mean_r3+'] * 100:.2f}%, "
+        print(f"{k}: mean over cells r1 {v['mean_r1'] * 100:.2f}%, r2 {v['mean_r2'] * 100:.2f}%, r3+ {v['mean_r3+'] * 100:.2f}%, "
               f"cells with a round above the heuristic {v['cells_above_heuristic']}/{len(rows)}")
     if args.json:
         args.json.write_text(json.dumps({"seed": args.seed, "envs": args.envs, "rows": rows, "summary": summary}, indent=1))
