@@ -37,37 +37,12 @@ _EPS = 1e-12
 SPREAD = 0.02
 
 
-def local_slopes(win_alloc: np.ndarray, win_mroi: np.ndarray, unit: np.ndarray) -> np.ndarray:
-    """Per-slot least-squares slope dMROI/dspend over the window, negative where usable.
-
-    Batched: ``win_alloc``/``win_mroi`` are ``(N, w, T)``, ``unit`` is ``(N,)`` (B/T).
-    Slots whose spend barely varies in the window (or whose fitted slope is not
-    negative) borrow the median usable slope of their own environment; environments
-    with none at all use ``-mean(r) / (B/T)`` (MROI halves over one uniform share).
-    """
-    x = win_alloc - win_alloc.mean(axis=1, keepdims=True)
-    y = win_mroi - win_mroi.mean(axis=1, keepdims=True)
-    sxx = (x * x).sum(axis=1)
-    sxy = (x * y).sum(axis=1)
-    spread_ok = sxx > (SPREAD * unit[:, None]) ** 2
-    slope = np.where(spread_ok, sxy / np.maximum(sxx, _EPS), np.nan)
-    usable = np.isfinite(slope) & (slope < 0)
-    slope = np.where(usable, slope, np.nan)
-    with np.errstate(all="ignore"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(slope, axis=1)
-    prior = -np.maximum(np.abs(win_mroi[:, -1, :]).mean(axis=1), _EPS) / unit
-    med = np.where(np.isfinite(med), med, prior)
-    return np.where(usable, slope, med[:, None])
-
-
-def _line_fits(win_alloc: np.ndarray, win_mroi: np.ndarray, unit: np.ndarray):
-    """Per-slot least-squares lines over ``(N, w, T)`` windows and their pooled noise:
-    ``(sxx, varied, sigma^2, dof)`` per window, ``sigma^2`` 0 where no degrees of freedom
-    are left.
-    Noise is judged by each slot's own line (even a slope unusable for planning), so a
-    borrowed slope's misfit is not counted as noise."""
+def _fit_lines(win_alloc: np.ndarray, win_mroi: np.ndarray, unit: np.ndarray):
+    """Per-slot least-squares lines over ``(N, w, T)`` windows and their pooled noise, in
+    one pass: ``(sxx, varied, own slope, sigma^2, dof)``. ``own`` is 0 where the spend
+    never varied; ``sigma^2`` is 0 where no degrees of freedom are left. Noise is judged by
+    each slot's own line (even a slope unusable for planning), so a borrowed slope's
+    misfit is not counted as noise."""
     w = win_alloc.shape[1]
     x = win_alloc - win_alloc.mean(axis=1, keepdims=True)
     y = win_mroi - win_mroi.mean(axis=1, keepdims=True)
@@ -77,7 +52,33 @@ def _line_fits(win_alloc: np.ndarray, win_mroi: np.ndarray, unit: np.ndarray):
     resid = y - own[:, None, :] * x
     dof = np.where(varied, w - 2, w - 1).clip(min=0).sum(axis=1)
     sigma2 = np.where(dof > 0, (resid**2).sum(axis=(1, 2)) / np.maximum(dof, 1), 0.0)
-    return sxx, varied, sigma2, dof
+    return sxx, varied, own, sigma2, dof
+
+
+def _with_borrowed(varied: np.ndarray, own: np.ndarray, win_mroi: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """Own slopes where usable (spend varied, slope negative); elsewhere the median usable
+    slope of the environment, or ``-mean(r) / (B/T)`` when it has none."""
+    usable = varied & (own < 0)
+    slope = np.where(usable, own, np.nan)
+    with np.errstate(all="ignore"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(slope, axis=1)
+    prior = -np.maximum(np.abs(win_mroi[:, -1, :]).mean(axis=1), _EPS) / unit
+    med = np.where(np.isfinite(med), med, prior)
+    return np.where(usable, slope, med[:, None])
+
+
+def local_slopes(win_alloc: np.ndarray, win_mroi: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """Per-slot least-squares slope dMROI/dspend over the window, negative where usable.
+
+    Batched: ``win_alloc``/``win_mroi`` are ``(N, w, T)``, ``unit`` is ``(N,)`` (B/T).
+    Slots whose spend barely varies in the window (or whose fitted slope is not
+    negative) borrow the median usable slope of their own environment; environments
+    with none at all use ``-mean(r) / (B/T)`` (MROI halves over one uniform share).
+    """
+    _, varied, own, _, _ = _fit_lines(win_alloc, win_mroi, unit)
+    return _with_borrowed(varied, own, win_mroi, unit)
 
 
 def planning_slopes(win_alloc: np.ndarray, win_mroi: np.ndarray, unit: np.ndarray, z: float) -> np.ndarray:
@@ -92,12 +93,10 @@ def planning_slopes(win_alloc: np.ndarray, win_mroi: np.ndarray, unit: np.ndarra
     and a window with no residual degrees of freedom, is not shifted. Batched like
     :func:`local_slopes`; ``z`` = 0 returns it unchanged.
     """
-    slope = local_slopes(win_alloc, win_mroi, unit)
-    if z <= 0:
-        return slope
-    sxx, varied, sigma2, _ = _line_fits(win_alloc, win_mroi, unit)
+    sxx, varied, own, sigma2, _ = _fit_lines(win_alloc, win_mroi, unit)
+    slope = _with_borrowed(varied, own, win_mroi, unit)
     se = np.where(varied, np.sqrt(sigma2[:, None] / np.maximum(sxx, _EPS)), 0.0)
-    return slope - z * se
+    return slope - max(z, 0.0) * se
 
 
 @dataclass(frozen=True)
@@ -163,9 +162,10 @@ def fit_local_response(alloc, mroi, unit: float) -> LocalResponse:
         raise ValueError(f"records must both have shape (H>=1, T); got {alloc.shape} and {mroi.shape}")
     H, T = alloc.shape
     center, level = alloc.mean(0), mroi.mean(0)
-    sxx, varied, sigma2, dof = (a[0] for a in _line_fits(alloc[None], mroi[None], np.array([float(unit)])))
-    slope = local_slopes(alloc[None], mroi[None], np.array([float(unit)]))[0]
-    dof = int(dof)
+    units = np.array([float(unit)])
+    sxx, varied, own, sigma2, dof = _fit_lines(alloc[None], mroi[None], units)
+    slope = _with_borrowed(varied, own, mroi[None], units)[0]
+    sxx, varied, sigma2, dof = sxx[0], varied[0], float(sigma2[0]), int(dof[0])
     sigma = float(np.sqrt(sigma2)) if dof > 0 else None
     return LocalResponse(center=center, level=level, slope=slope, n=np.full(T, float(H)), sxx=sxx,
                          varied=varied, sigma=sigma, dof=dof)
