@@ -1,12 +1,14 @@
-"""How often the ``delta-hint`` Optimizer writes the change its prompt's ``hint=`` suggests.
+"""How often a ``delta-hint`` role writes the change its prompt's ``hint=`` suggests.
 
-The ``delta-hint`` prompt shows the change the numeric ``local-model`` tool suggests for
-the window; an Optimizer that copied it exactly (to the answer's two decimals) would play
-``local-model``'s plan. This rebuilds every Optimizer prompt's hint from a ``dara bench
---llm-out`` episodes file (the environment from the episode's spec, the window from the
-history and the applied rounds, as the graph builds it) and compares it with the answer:
+The ``delta-hint`` prompt shows the change the numeric ``local-model`` tool suggests (the
+Reasoner's from the whole history, the Optimizer's from the sliding window); a model that
+copied it exactly (to the answer's two decimals) would play ``local-model``'s plan. This
+rebuilds every prompt's hint from a ``dara bench --llm-out`` episodes file (the
+environment from the episode's spec, the window from the history and the applied rounds,
+as the graph builds it) and compares it with the answer:
 
     python benchmarks/hint_agreement.py docs/data/rl-compare/episodes/rl-gen-grpo-optimizer-hint-robyn/robyn/dara/episodes.jsonl
+    python benchmarks/hint_agreement.py --role reasoner docs/data/matrix/episodes/robyn-n0.1/robyn/dara/episodes.jsonl
 
 Prints the share of answers equal to the rounded hint (within 0.01 per slot), the
 distribution of the largest per-slot deviation, and the worst cases.
@@ -32,8 +34,8 @@ from tools.envs import env_from_spec  # noqa: E402
 from tools.task import Record  # noqa: E402
 
 
-def answers_and_hints(path: Path, window: int) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
-    """``(episode id, round, rounded hint, answer)`` of every parsed Optimizer answer."""
+def answers_and_hints(path: Path, window: int, role: str = "optimizer") -> list[tuple[str, int, np.ndarray, np.ndarray]]:
+    """``(episode id, round, rounded hint, answer)`` of every parsed answer of ``role``."""
     out = []
     for line in path.read_text().splitlines():
         ep = json.loads(line)
@@ -42,8 +44,9 @@ def answers_and_hints(path: Path, window: int) -> list[tuple[str, int, np.ndarra
         task = env_from_spec(ep["env"], ep["env"]["index"]).task(0)
         pool = list(task.history)
         for r in ep["rounds"]:
-            if r["source"] == "optimizer":
-                hint = np.array(shown_hint(DecisionRequest("optimizer", task, pool[-window:])))
+            if r["source"] == role:
+                seen = pool if role == "reasoner" else pool[-window:]  # the Reasoner sees the whole history
+                hint = np.array(shown_hint(DecisionRequest(role, task, seen)))
                 m = re.search(r"\[(.*)\]", r.get("text") or "")
                 if m:
                     ans = np.array([float(x) for x in m.group(1).split(",")])
@@ -58,20 +61,26 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("episodes", type=Path, nargs="+", help="episodes.jsonl files of dara runs")
     ap.add_argument("--window", type=int, default=3, help="the graph's sliding window w (default 3)")
+    ap.add_argument("--role", choices=("optimizer", "reasoner"), default="optimizer",
+                    help="whose answers to compare (the Reasoner answers round 1)")
     ap.add_argument("--worst", type=int, default=5, help="worst cases to print")
     args = ap.parse_args(argv)
     for path in args.episodes:
-        rows = answers_and_hints(path, args.window)
+        rows = answers_and_hints(path, args.window, args.role)
         if not rows:
-            print(f"{path}: no parsed Optimizer answers")
+            print(f"{path}: no parsed {args.role} answers")
             continue
         dev = np.array([np.abs(a - h).max() for _, _, h, a in rows])
-        print(f"{path}: {len(rows)} Optimizer answers; equal to the rounded hint: {np.mean(dev <= HINT_COPY_TOL):.2f}; "
+        print(f"{path}: {len(rows)} {args.role} answers; equal to the rounded hint: {np.mean(dev <= HINT_COPY_TOL):.2f}; "
               f"largest per-slot deviation: median {np.median(dev):.2f}, mean {dev.mean():.2f}, "
               f"> 0.5 in {np.mean(dev > 0.5):.2f}")
         for i in np.argsort(-dev)[:args.worst]:
             eid, k, h, a = rows[i]
             print(f"  {eid} round {k}: hint {h.tolist()} answer {a.tolist()}")
+        big = np.array([np.abs(h).max() > 1 for _, _, h, _ in rows])
+        if big.any():
+            print(f"  hints with a move beyond 1 unit (B/T): {big.mean():.2f} of prompts; copied there "
+                  f"{np.mean(dev[big] <= HINT_COPY_TOL):.2f}, elsewhere {np.mean(dev[~big] <= HINT_COPY_TOL) if (~big).any() else float('nan'):.2f}")
     return 0
 
 

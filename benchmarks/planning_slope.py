@@ -11,6 +11,10 @@ at which it is above the heuristic:
 
     python benchmarks/planning_slope.py --seed 123 --envs 1000 --z 0,0.25,0.5,1
     python benchmarks/planning_slope.py --seed 7 --envs 1000 --z 0,0.5 --json out.json
+    python benchmarks/planning_slope.py --seed 123 --z 0.5,0/0.5,0.25/0.5   # round-1 z / later z
+
+A shift written ``a/b`` uses ``a`` for round 1 (the Reasoner's hint, from the whole
+history) and ``b`` for rounds 2-10 (the Optimizer's, from the sliding window).
 
 Choose ``z`` on one seed and confirm it on another (the matrix's environments are seed 7).
 Numeric only: about a minute per noise level on an idle box.
@@ -36,7 +40,13 @@ CELLS = [(f, T) for f in ("quadratic", "exponential", "hill", "media") for T in 
         [(f, None) for f in ("robyn", "meridian-national", "meridian-geo")]
 
 
-def run(zs: list[float], noises: list[float], envs: int, seed: int, rounds: int = 10, window: int = 3) -> list[dict]:
+def split_shift(spec: str) -> tuple[float, float]:
+    """``"0.5"`` -> (0.5, 0.5); ``"0/0.5"`` -> round-1 z 0, later rounds 0.5."""
+    first, _, later = spec.partition("/")
+    return float(first), float(later or first)
+
+
+def run(zs: list[str], noises: list[float], envs: int, seed: int, rounds: int = 10, window: int = 3) -> list[dict]:
     rows = []
     for noise in noises:
         for fam, T in CELLS:
@@ -44,9 +54,10 @@ def run(zs: list[float], noises: list[float], envs: int, seed: int, rounds: int 
             heur = run_numeric("heuristic", env, rounds, window, seed)["regret"].mean(axis=1)
             row = {"cell": f"{fam}" + (f"-T{T}" if T else "") + f"-n{noise:g}", "heuristic_r2": float(heur[1])}
             for z in zs:
-                r = run_numeric("local-model", env, rounds, window, seed, z=z)["regret"]
+                z1, z_later = split_shift(z)
+                r = run_numeric("local-model", env, rounds, window, seed, z=z_later, first_round={"z": z1})["regret"]
                 m = r.mean(axis=1)
-                row[f"z={z:g}"] = {"r1": float(m[0]), "r2": float(m[1]), "r3+": float(m[2:].mean()),
+                row[f"z={z}"] = {"r1": float(m[0]), "r2": float(m[1]), "r3+": float(m[2:].mean()),
                                    "p99_r2": float(np.percentile(r[1], 99)),
                                    "rounds_above_heuristic": [k + 1 for k in range(rounds) if m[k] > heur[k]]}
             rows.append(row)
@@ -57,7 +68,7 @@ def run(zs: list[float], noises: list[float], envs: int, seed: int, rounds: int 
 def format_row(row: dict, zs: list[float]) -> str:
     parts = [f"{row['cell']:<26}"]
     for z in zs:
-        c = row[f"z={z:g}"]
+        c = row[f"z={z}"]
         above = ",".join(map(str, c["rounds_above_heuristic"])) or "-"
         parts.append(f"{c['r1'] * 100:6.2f} {c['r2'] * 100:6.2f} {c['r3+'] * 100:5.2f} {c['p99_r2'] * 100:5.1f} {above:>5}")
     return " | ".join(parts) + f" | {row['heuristic_r2'] * 100:6.2f}"
@@ -65,22 +76,27 @@ def format_row(row: dict, zs: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--z", default="0,0.25,0.5,1", help="comma-separated shifts to compare")
+    ap.add_argument("--z", default="0,0.25,0.5,1", help="comma-separated shifts to compare; a/b = round-1 z a, later rounds b")
     ap.add_argument("--noise", default="0,0.1,0.2", help="comma-separated noise levels")
     ap.add_argument("--envs", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=123, help="environment seed (the matrix is seed 7)")
     ap.add_argument("--json", type=Path, help="write the rows here")
     args = ap.parse_args(argv)
-    zs = [float(x) for x in args.z.split(",")]
+    zs = args.z.split(",")
+    for z in zs:
+        try:
+            split_shift(z)
+        except ValueError:
+            ap.error(f"--z: {z!r} is not a shift (a number, or round-1/later like 0/0.5)")
     noises = [float(x) for x in args.noise.split(",")]
     print(f"per z: round-1, round-2 and rounds 3-10 mean, round-2 p99 (regret %), rounds above the heuristic "
           f"| heuristic round 2; seed {args.seed}, {args.envs} environments")
-    print(" | ".join([f"{'cell':<26}"] + [f"z={z:g}".center(32) for z in zs] + ["heur r2"]))
+    print(" | ".join([f"{'cell':<26}"] + [f"z={z}".center(32) for z in zs] + ["heur r2"]))
     rows = run(zs, noises, args.envs, args.seed)
-    summary = {f"z={z:g}": {"mean_r1": float(np.mean([r[f'z={z:g}']['r1'] for r in rows])),
-                            "mean_r2": float(np.mean([r[f'z={z:g}']['r2'] for r in rows])),
-                            "mean_r3+": float(np.mean([r[f'z={z:g}']['r3+'] for r in rows])),
-                            "cells_above_heuristic": sum(bool(r[f'z={z:g}']['rounds_above_heuristic']) for r in rows)}
+    summary = {f"z={z}": {"mean_r1": float(np.mean([r[f'z={z}']['r1'] for r in rows])),
+                            "mean_r2": float(np.mean([r[f'z={z}']['r2'] for r in rows])),
+                            "mean_r3+": float(np.mean([r[f'z={z}']['r3+'] for r in rows])),
+                            "cells_above_heuristic": sum(bool(r[f'z={z}']['rounds_above_heuristic']) for r in rows)}
                for z in zs}
     for k, v in summary.items():
         print(f"{k}: mean over cells r1 {v['mean_r1'] * 100:.2f}%, r2 {v['mean_r2'] * 100:.2f}%, r3+ {v['mean_r3+'] * 100:.2f}%, "

@@ -67,6 +67,21 @@ def test_numeric_rows_see_the_graph_episodes_noise(noise):
                                    rtol=1e-6, atol=1e-9)
 
 
+def test_first_round_parameters_change_round_one_only():
+    """``run_numeric(first_round=...)`` measures a separate Reasoner-step setting (the
+    planning-slope benchmark's ``a/b`` shifts): round 1 is the one run with z = 0, and
+    the rounds after it match a z = 0 run only through the history round 1 left them."""
+    from graph.commands.bench_numeric import run_numeric
+
+    env = make_envs("quadratic", 20, seed=3, noise=0.1)
+    plain = run_numeric("local-model", env, 3, 3, 3, z=0.0)["regret"]
+    steep = run_numeric("local-model", env, 3, 3, 3, z=1.0)["regret"]
+    mixed = run_numeric("local-model", env, 3, 3, 3, z=1.0, first_round={"z": 0.0})["regret"]
+    np.testing.assert_array_equal(mixed[0], plain[0])
+    assert not np.array_equal(mixed[0], steep[0])
+    assert not np.array_equal(mixed[1], plain[1])  # round 2 plans on z = 1
+
+
 def test_ci95_is_the_student_t_interval():
     """One home for 95% intervals: t(0.975, n-1), not the normal 1.96 (4-15% too narrow at n = 10-30)."""
     import numpy as np

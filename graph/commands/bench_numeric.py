@@ -36,9 +36,11 @@ def observe_paired(env, b: np.ndarray, seed: int, round_: int) -> np.ndarray:
     return r
 
 
-def run_numeric(name: str, env, rounds: int, window: int, seed: int, **params) -> dict[str, np.ndarray]:
+def run_numeric(name: str, env, rounds: int, window: int, seed: int,
+                first_round: dict | None = None, **params) -> dict[str, np.ndarray]:
     """Run baseline ``name`` (or ``oracle``) on every environment for ``rounds`` rounds;
-    ``params`` go to the baseline (e.g. ``z`` for ``local-model``)."""
+    ``params`` go to the baseline (e.g. ``z`` for ``local-model``), ``first_round``
+    overrides some of them for round 1 (the Reasoner's step, from the whole history)."""
     from tools.budget import project
     from tools.metrics import round_metrics
     from tools.oracle import oracle_allocation
@@ -54,7 +56,8 @@ def run_numeric(name: str, env, rounds: int, window: int, seed: int, **params) -
             w = len(pool_a) if k == 0 else window  # the Reasoner sees the whole history
             wa = np.stack(pool_a[-w:], axis=1)
             wr = np.stack(pool_r[-w:], axis=1)
-            raw = propose_arrays(name, wa, wr, env.budget, env.lower, env.upper, **params)
+            kw = {**params, **(first_round or {})} if k == 0 else params
+            raw = propose_arrays(name, wa, wr, env.budget, env.lower, env.upper, **kw)
             b = project(raw, env.budget, env.lower, env.upper)
         met = round_metrics(env, b, b_star)
         for m in METRICS:
