@@ -54,13 +54,50 @@ def test_history_rows_can_spend_other_totals_than_the_budget():
     np.testing.assert_allclose(off.win_alloc.sum(-1), off.budget[:, None] * np.ones(off.win_alloc.shape[1]), rtol=1e-6)
 
 
+def test_concentrated_history_rows_ask_for_large_first_moves():
+    """Real spend logs put most of a week in one or two channels (a Robyn week), and the
+    teacher's first move from such a row goes to its trust-region limit (1 unit of B/T;
+    beyond it when the row's total is far from B). With the Dirichlet history knob a share
+    of training rows is like that; the default stream is unchanged."""
+    from policies.observations import window_hint
+
+    cfg = RolloutConfig(**GEN, history_concentration_range=[0.1, 0.3], history_concentration_share=1.0)
+    p = PromptSource(cfg, "reasoner", seed=4).batch(8, 3)
+    np.testing.assert_array_equal(p.win_alloc, PromptSource(cfg, "reasoner", seed=4).batch(8, 3).win_alloc)
+    share = p.win_alloc / p.win_alloc.sum(-1, keepdims=True)
+    assert np.median(share.max(-1)) > 0.5  # most rows: one slot holds most of the spend
+    box = PromptSource(RolloutConfig(**GEN), "reasoner", seed=4).batch(8, 3)
+    at_limit = [np.mean([np.abs(window_hint(q.window, q.task, q.current)).max() > 0.99 for q in s.requests])
+                for s in (p, box)]
+    assert at_limit[0] > 0.5 and at_limit[0] > at_limit[1]
+    box_share = box.win_alloc / box.win_alloc.sum(-1, keepdims=True)
+    T = box.win_alloc.shape[-1]
+    assert (box_share <= 1.3 / T + 1e-9).all()  # the near-uniform box: within 30% of B/T
+    unset = RolloutConfig(**GEN, history_concentration_share=1.0)  # no range: the old stream
+    np.testing.assert_array_equal(PromptSource(unset, "reasoner", seed=4).batch(8, 3).win_alloc, box.win_alloc)
+
+
+def test_history_concentration_env_option():
+    from tools.envs import env_from_spec, make_envs
+
+    env = make_envs("hill", 5, periods=4, budget=40.0, seed=1, history=3, history_concentration=0.2)
+    np.testing.assert_allclose(env.hist_alloc.sum(-1), 40.0)
+    assert (env.hist_alloc >= 0).all() and (env.hist_alloc.max(-1) > 0.5 * 40).mean() > 0.5
+    again = env_from_spec(env.spec, 3)  # the option rides in the JSON spec
+    np.testing.assert_array_equal(again.hist_alloc[0], env.hist_alloc[3])
+    with pytest.raises(ValueError, match="history_concentration"):
+        make_envs("hill", 2, history_concentration=0.0)
+
+
 @pytest.mark.parametrize("bad, msg", [({"periods_range": [5, 3]}, "periods_range"),
                                       ({"history_range": [1, 4]}, "history rows"),
                                       ({"budget_range": [0, 10]}, "budget_range"),
                                       ({"noise_range": [0.2, 0.1]}, "noise_range"),
                                       ({"bounds_share": 1.5}, "bounds_share"),
                                       ({"history_scale_range": [0, 2]}, "history_scale_range"),
-                                      ({"history_scale_share": -0.1}, "history_scale_share")])
+                                      ({"history_scale_share": -0.1}, "history_scale_share"),
+                                      ({"history_concentration_range": [0, 1]}, "history_concentration_range"),
+                                      ({"history_concentration_share": 2.0}, "history_concentration_share")])
 def test_bad_ranges_name_the_field(bad, msg):
     with pytest.raises(ValueError, match=msg):
         RolloutConfig(**{**GEN, **bad}).validate()

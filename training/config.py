@@ -68,6 +68,13 @@ class RolloutConfig:
                                           "spend 0.02-2.4x the planned budget; empty = every row sums to B).")
     history_scale_share: float = _h(0.5, "Share of prompts whose history rows get rescaled totals "
                                     "(only with `history_scale_range`).")
+    history_concentration_range: list[float] = _h([], "[low, high]: in a share `history_concentration_share` "
+                                                  "of prompts (synthetic families), history rows' spend shares "
+                                                  "are Dirichlet(a), a drawn log-uniformly from this range "
+                                                  "(small a = concentrated like a real spend log; empty = rows "
+                                                  "within 30% of uniform).")
+    history_concentration_share: float = _h(0.5, "Share of prompts with Dirichlet history rows "
+                                            "(only with `history_concentration_range`).")
 
     def validate(self) -> None:
         from tools.envs import FAMILIES

@@ -14,7 +14,11 @@ feedback, so the generalist recipe draws, per step and per prompt:
   ``history_scale_share`` of tasks, history rows whose totals are not B (each row times a
   factor ``~ logU(history_scale_range)``): past periods of a real spend log rarely spent
   exactly the budget being planned, and a planner trained only on rows summing to B
-  misreads the scale of such a history.
+  misreads the scale of such a history; and, in a share ``history_concentration_share``,
+  history rows whose spend shares are ``Dirichlet(a)`` with ``a ~ logU(history_concentration_range)``
+  instead of within 30% of uniform: a real week often puts most of the budget in one or
+  two channels, and the best first move from such a row is several units of B/T, a size
+  the near-uniform rows never ask for.
 
 Each prompt's environment is generated alone (``make_envs(n=1)``) from a seed derived from
 ``(seed, env_seed, step, prompt)``, so a batch is a pure function of ``(cfg, seed, step)`` exactly as
@@ -44,6 +48,7 @@ class TaskRecipe:
     lower: tuple[float, ...] | None = None
     upper: tuple[float, ...] | None = None
     row_scales: tuple[float, ...] | None = None  # history row totals / B (None = all 1)
+    history_concentration: float | None = None  # Dirichlet spend shares of history rows (None = near-uniform box)
 
     def build(self) -> EnvBatch:
         """The environment (a batch of one)."""
@@ -52,6 +57,8 @@ class TaskRecipe:
             kw["lower"] = list(self.lower)
         if self.upper is not None:
             kw["upper"] = list(self.upper)
+        if self.history_concentration is not None:
+            kw["history_concentration"] = self.history_concentration
         env = make_envs(self.family, 1, periods=self.periods, budget=self.budget, seed=self.seed,
                         noise=self.noise, history=self.history, **kw)
         if self.row_scales is not None:
@@ -119,7 +126,10 @@ def draw_recipes(cfg, n: int, rng: np.random.Generator) -> list[TaskRecipe]:
         scales = None
         if cfg.history_scale_range and rng.uniform() < cfg.history_scale_share:
             scales = tuple(float(x) for x in _log_uniform(rng, cfg.history_scale_range, size=H))
-        out.append(TaskRecipe(family, T, H, budget, noise, seed, lower, upper, scales))
+        conc = None  # drawn only when configured, so older configs keep their random stream
+        if cfg.history_concentration_range and rng.uniform() < cfg.history_concentration_share:
+            conc = float(_log_uniform(rng, cfg.history_concentration_range))
+        out.append(TaskRecipe(family, T, H, budget, noise, seed, lower, upper, scales, conc))
     return out
 
 
@@ -143,6 +153,9 @@ def validate_ranges(cfg) -> None:
     _check_float_range("history_scale_range", cfg.history_scale_range, positive=True)
     if not 0 <= cfg.history_scale_share <= 1:
         raise ValueError(f"history_scale_share must be in [0, 1], got {cfg.history_scale_share!r}")
+    _check_float_range("history_concentration_range", cfg.history_concentration_range, positive=True)
+    if not 0 <= cfg.history_concentration_share <= 1:
+        raise ValueError(f"history_concentration_share must be in [0, 1], got {cfg.history_concentration_share!r}")
 
 
 def _check_float_range(name: str, r, positive: bool) -> None:

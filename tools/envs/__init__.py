@@ -99,7 +99,9 @@ def make_envs(
     override). ``noise`` is the coefficient of variation of the mean-one multiplicative
     noise on observed MROI (history included). ``history`` is the number of few-shot
     records. Family options (``**kw``): ``lower``/``upper`` (scalar or per-slot bounds,
-    synthetic families), ``history_sampler`` (``auto``/``reject``/``direct``),
+    synthetic families), ``history_sampler`` (``auto``/``reject``/``direct``, rows
+    within 30% of uniform) or ``history_concentration`` (rows' spend shares drawn from a
+    Dirichlet with this concentration: small = concentrated like a real spend log),
     ``mroi_fns``/``value_fns`` (``curves``), ``csv``/``spend_columns``/``revenue``/
     ``geo_column``/``adstock`` ... (data families, see ``tools.envs.data``).
     """

@@ -28,7 +28,7 @@ import numpy as np
 
 from tools.task import Record, Task
 
-__all__ = ["EnvBatch", "as_generator", "noise_factor", "sample_history_box", "BLOCK"]
+__all__ = ["EnvBatch", "as_generator", "noise_factor", "sample_history_box", "sample_history_shares", "BLOCK"]
 
 #: Environments are generated in seeded blocks of this many rows, so that row ``i`` of a
 #: batch does not depend on ``n`` and one row can be rebuilt cheaply from the spec.
@@ -92,6 +92,18 @@ def sample_history_box(
         u = rng.uniform(lo, hi, size=(m, T))
         return project(u, float(T), lo, hi)
     raise ValueError(f"history_sampler must be 'auto', 'reject' or 'direct', got {method!r}")
+
+
+def sample_history_shares(rng: np.random.Generator, m: int, T: int, concentration: float) -> np.ndarray:
+    """``m`` allocations summing to ``T`` (units of B/T) whose spend shares are
+    ``Dirichlet(concentration)``: small values give the concentrated rows of real spend
+    logs (most of a week's budget in one or two channels, others at zero; a Robyn week is
+    like this), large ones rows near the uniform split. The box sampler above only ever
+    draws rows within 30% of uniform, so a planner trained on it has never seen a history
+    whose best move is several units of B/T."""
+    if not (math.isfinite(concentration) and concentration > 0):
+        raise ValueError(f"history_concentration must be a finite number > 0, got {concentration!r}")
+    return T * rng.dirichlet(np.full(T, float(concentration)), size=m)
 
 
 class EnvBatch:

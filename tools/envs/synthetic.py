@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tools.envs.base import EnvBatch, noise_factor, sample_history_box
+from tools.envs.base import EnvBatch, noise_factor, sample_history_box, sample_history_shares
 
 __all__ = ["QuadraticEnv", "ExponentialEnv", "HillEnv", "CurvesEnv", "BUILDERS"]
 
@@ -250,7 +250,10 @@ def _synthetic_builder(cls, draw):
         u = B / T
         params = {} if draw is None else draw(rng, m, T, u, kw)
         lo, hi = _bounds(kw, m, T, u, B)
-        hist = sample_history_box(rng, m * H, T, kw.get("history_sampler", "auto")).reshape(m, H, T) * u
+        if kw.get("history_concentration") is None:
+            hist = sample_history_box(rng, m * H, T, kw.get("history_sampler", "auto")).reshape(m, H, T) * u
+        else:
+            hist = sample_history_shares(rng, m * H, T, float(kw["history_concentration"])).reshape(m, H, T) * u
         if H and (kw.get("lower") is not None or kw.get("upper") is not None):
             from tools.budget import project
 
