@@ -13,6 +13,9 @@
 # RL comparison (6 cells at noise 0.1: quadratic and media at T 6 and 16, robyn,
 # meridian-geo; 30 envs, paired per environment):  MODE=rl benchmarks/eval_generalist.sh
 # (RL_RUNS = run names under training/runs, RL_ENCODING = their prompt encoding)
+# Reasoner comparison (round 1 only, the Reasoner's round; 9 cells at noise 0.1: quadratic,
+# hill and media at T 6 and 16, robyn, meridian-geo, meridian-national; 40 envs, paired):
+#   MODE=reasoner REASONER_RUNS="run1 run2" benchmarks/eval_generalist.sh
 # CELLS='regex' runs only the matrix cells whose name matches (e.g. CELLS='T16|robyn').
 set -euo pipefail
 N=${N:-20}
@@ -65,5 +68,23 @@ elif [[ "$MODE" == rl ]]; then
     done
   done
   echo "paired tests: python benchmarks/rl_compare.py $OUT/episodes --runs $RL_RUNS" >&2
+elif [[ "$MODE" == reasoner ]]; then
+  # Reasoner adapters (training/runs/<run>/adapter, delta-hint) on the same environments at
+  # round 1; paired by episode id in benchmarks/rl_compare.py like the RL comparison.
+  N=${N_REASONER:-40}
+  ROUNDS=1
+  REASONER_RUNS=${REASONER_RUNS:-"gen-sft-reasoner-hint"}
+  for run in $REASONER_RUNS; do
+    for spec in "quadratic --periods 6" "quadratic --periods 16" "hill --periods 6" "hill --periods 16" \
+                "media --periods 6" "media --periods 16" "robyn" "meridian-geo" "meridian-national"; do
+      set -- $spec
+      ADAPTERS=(--reasoner-adapter "training/runs/$run/adapter" --reasoner-encoding delta-hint)
+      POLICIES=dara cell "rl-$run-$1${3:+-T$3}" "$1" 0.1 "${@:2}" --no-oracle
+    done
+  done
+  echo "paired tests: python benchmarks/rl_compare.py $OUT/episodes --runs $REASONER_RUNS" >&2
+else
+  echo "MODE must be matrix, rl or reasoner, got '$MODE'" >&2
+  exit 2
 fi
 echo "tables: python benchmarks/results_table.py $OUT/*.json" >&2
