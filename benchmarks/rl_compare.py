@@ -4,7 +4,7 @@
         --runs gen-grpo-optimizer-hint gen-grpo-optimizer-hint-fixed-ref gen-sft-optimizer-hint \
         --json docs/data/rl-compare.json --plot docs/img/rl_compare.png
 
-Reads the episodes ``MODE=rl benchmarks/eval_generalist.sh`` keeps
+Reads the episodes ``MODE=rl`` (or ``MODE=reasoner``) ``benchmarks/eval_generalist.sh`` keeps
 (``EPISODES/rl-<run>-<cell>/<cell family>/dara/episodes.jsonl``). Every run of a cell
 played the same environments (same ``--seed``, same feedback-noise draws), so episodes
 pair by id. Per cell and round: the mean regret (%) of each run, and, for the first run
@@ -98,6 +98,23 @@ def markdown(cell: str, res: dict, runs: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def round_table(out: dict, runs: list[str], k: int) -> str:
+    """One row per cell at round ``k`` (1-based): each run's mean regret, and the paired
+    test of the first run against the others (the Reasoner comparison's one round)."""
+    head = "| cell | envs | " + " | ".join(runs) + " | " + " | ".join(f"p vs {r} | lower / higher" for r in runs[1:]) + " |"
+    lines = [f"Round {k} (regret %, p = paired Wilcoxon of {runs[0]} vs each other run)", "", head,
+             "|---|---:|" + "---:|" * len(runs) + "---:|---:|" * (len(runs) - 1)]
+    for cell, res in out.items():
+        if len(res["regret"][runs[0]]) < k:
+            continue
+        i = k - 1
+        row = [cell, str(res["envs"])] + [f"{100 * res['regret'][r][i]:.2f}" for r in runs]
+        for r in runs[1:]:
+            row += [f"{res['wilcoxon_p'][r][i]:.3f}", f"{res['wins'][r][i]}/{res['losses'][r][i]}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(path: Path, out: dict, runs: list[str]) -> None:
     """One panel per cell: mean regret per round of each run with its 95% band; rounds
     where the first run differs from another at p < 0.05 are marked on the first run."""
@@ -142,6 +159,9 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", nargs="+", required=True, help="run names; the first is tested against the others")
     ap.add_argument("--json", type=Path, default=None, help="write the numbers here")
     ap.add_argument("--plot", type=Path, default=None, help="draw regret per round per cell to this PNG")
+    ap.add_argument("--round", type=int, default=None,
+                    help="print one table of this round across cells instead of a table per cell "
+                         "(MODE=reasoner runs round 1 only)")
     args = ap.parse_args(argv)
     if len(args.runs) < 2:
         ap.error("--runs needs at least two runs to compare")
@@ -151,7 +171,10 @@ def main(argv=None) -> int:
     out = {}
     for cell in cells:
         out[cell] = compare_cell(args.episodes, args.runs, cell)
-        print(markdown(cell, out[cell], args.runs))
+        if args.round is None:
+            print(markdown(cell, out[cell], args.runs))
+    if args.round is not None:
+        print(round_table(out, args.runs, args.round))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"runs": args.runs, "cells": out}, indent=1) + "\n")

@@ -57,3 +57,18 @@ def test_identical_runs_give_p_one_and_a_missing_run_is_named(tmp_path):
     assert mod.compare_cell(tmp_path, ["x", "y"], "media-T16")["wilcoxon_p"]["y"] == [1.0, 1.0]
     with pytest.raises(SystemExit, match="rl-z-media-T16"):
         mod.compare_cell(tmp_path, ["x", "z"], "media-T16")
+
+
+def test_one_round_across_cells_is_one_table(tmp_path, capsys):
+    """The Reasoner comparison has one round: ``--round 1`` prints a row per cell."""
+    rng = np.random.default_rng(1)
+    for cell in ("robyn", "quadratic-T6"):
+        a = rng.uniform(0, 0.3, size=8)
+        ids = [f"{cell}-{i}" for i in range(8)]
+        _write(tmp_path, "shipped", cell, {i: [float(x)] for i, x in zip(ids, a)})
+        _write(tmp_path, "wide", cell, {i: [float(x) - 0.01] for i, x in zip(ids, a)})
+    assert _load().main([str(tmp_path), "--runs", "shipped", "wide", "--round", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| robyn") or line.startswith("| quadratic-T6")]
+    assert len(rows) == 2 and all("| 0/8 |" in r for r in rows)  # shipped higher on all 8, paired
+    assert "**robyn**" not in out  # no per-cell tables
