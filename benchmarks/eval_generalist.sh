@@ -39,6 +39,11 @@ cell() {  # cell NAME FAMILY NOISE [--periods T] [extra bench flags...]
       --json "$OUT/$name.json" --plot "$OUT/$name.png" --llm-out "$OUT/episodes/$name"
 }
 
+paired_cell() {  # paired_cell RUN "FAMILY [--periods T]": DARA only, noise 0.1, named rl-RUN-CELL
+  local run=$1; set -- $2
+  POLICIES=dara cell "rl-$run-$1${3:+-T$3}" "$1" 0.1 "${@:2}" --no-oracle
+}
+
 if [[ "$MODE" == matrix ]]; then
   for noise in 0 0.1; do
     for fam in quadratic exponential hill media; do
@@ -60,11 +65,9 @@ elif [[ "$MODE" == rl ]]; then
   for run in $RL_RUNS; do
     for spec in "quadratic --periods 6" "quadratic --periods 16" "media --periods 6" \
                 "media --periods 16" "robyn" "meridian-geo"; do
-      set -- $spec
-      name="rl-$run-$1${3:+-T$3}"
       ADAPTERS=("${REASONER_FLAGS[@]}" --optimizer-adapter "training/runs/$run/adapter"
                 --optimizer-encoding "${RL_ENCODING:-delta-hint}")
-      POLICIES=dara cell "$name" "$1" 0.1 "${@:2}" --no-oracle
+      paired_cell "$run" "$spec"
     done
   done
   echo "paired tests: python benchmarks/rl_compare.py $OUT/episodes --runs $RL_RUNS" >&2
@@ -77,9 +80,8 @@ elif [[ "$MODE" == reasoner ]]; then
   for run in $REASONER_RUNS; do
     for spec in "quadratic --periods 6" "quadratic --periods 16" "hill --periods 6" "hill --periods 16" \
                 "media --periods 6" "media --periods 16" "robyn" "meridian-geo" "meridian-national"; do
-      set -- $spec
       ADAPTERS=(--reasoner-adapter "training/runs/$run/adapter" --reasoner-encoding delta-hint)
-      POLICIES=dara cell "rl-$run-$1${3:+-T$3}" "$1" 0.1 "${@:2}" --no-oracle
+      paired_cell "$run" "$spec"
     done
   done
   echo "paired tests: python benchmarks/rl_compare.py $OUT/episodes --runs $REASONER_RUNS" >&2

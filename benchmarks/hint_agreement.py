@@ -78,9 +78,10 @@ def main(argv=None) -> int:
             eid, k, h, a = rows[i]
             print(f"  {eid} round {k}: hint {h.tolist()} answer {a.tolist()}")
         big = np.array([np.abs(h).max() > 1 for _, _, h, _ in rows])
-        if big.any():
+        if big.any() and not big.all():
+            copied = dev <= HINT_COPY_TOL
             print(f"  hints with a move beyond 1 unit (B/T): {big.mean():.2f} of prompts; copied there "
-                  f"{np.mean(dev[big] <= HINT_COPY_TOL):.2f}, elsewhere {np.mean(dev[~big] <= HINT_COPY_TOL) if (~big).any() else float('nan'):.2f}")
+                  f"{copied[big].mean():.2f}, elsewhere {copied[~big].mean():.2f}")
     return 0
 
 

@@ -46,15 +46,14 @@ def split_shift(spec: str) -> tuple[float, float]:
     return float(first), float(later or first)
 
 
-def run(zs: list[str], noises: list[float], envs: int, seed: int, rounds: int = 10, window: int = 3) -> list[dict]:
+def run(zs: dict[str, tuple[float, float]], noises: list[float], envs: int, seed: int, rounds: int = 10, window: int = 3) -> list[dict]:
     rows = []
     for noise in noises:
         for fam, T in CELLS:
             env = BenchPlan(families=[fam], methods=["heuristic"], envs=envs, noise=noise, periods=T).make_env(fam, seed)
             heur = run_numeric("heuristic", env, rounds, window, seed)["regret"].mean(axis=1)
             row = {"cell": f"{fam}" + (f"-T{T}" if T else "") + f"-n{noise:g}", "heuristic_r2": float(heur[1])}
-            for z in zs:
-                z1, z_later = split_shift(z)
+            for z, (z1, z_later) in zs.items():
                 r = run_numeric("local-model", env, rounds, window, seed, z=z_later, first_round={"z": z1})["regret"]
                 m = r.mean(axis=1)
                 row[f"z={z}"] = {"r1": float(m[0]), "r2": float(m[1]), "r3+": float(m[2:].mean()),
@@ -65,7 +64,7 @@ def run(zs: list[str], noises: list[float], envs: int, seed: int, rounds: int = 
     return rows
 
 
-def format_row(row: dict, zs: list[float]) -> str:
+def format_row(row: dict, zs) -> str:
     parts = [f"{row['cell']:<26}"]
     for z in zs:
         c = row[f"z={z}"]
@@ -82,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=123, help="environment seed (the matrix is seed 7)")
     ap.add_argument("--json", type=Path, help="write the rows here")
     args = ap.parse_args(argv)
-    zs = args.z.split(",")
-    for z in zs:
+    zs = {}
+    for z in args.z.split(","):
         try:
-            split_shift(z)
+            zs[z] = split_shift(z)
         except ValueError:
             ap.error(f"--z: {z!r} is not a shift (a number, or round-1/later like 0/0.5)")
     noises = [float(x) for x in args.noise.split(",")]
