@@ -420,7 +420,7 @@ def decode(text: str, request: DecisionRequest, encoding: str | None = None) -> 
             return _fail(text, ParseError.NOT_A_CHANGE,
                          f"the changes add up to {_f(sum(vals))} units of B/T, so the plan would spend "
                          f"{_f(spent)} units where the budget is {T}: this reads as an allocation "
-                         "written as a change", enc)
+                         "written as a change", enc, plan_units=[max(x, 0.0) for x in units])
     else:
         units = vals
     alloc: list[float] = []
