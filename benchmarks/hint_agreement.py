@@ -34,9 +34,10 @@ from tools.envs import env_from_spec  # noqa: E402
 from tools.task import Record  # noqa: E402
 
 
-def answers_and_hints(path: Path, window: int, role: str = "optimizer") -> list[tuple[str, int, np.ndarray, np.ndarray]]:
-    """``(episode id, round, rounded hint, answer)`` of every parsed answer of ``role``."""
-    out = []
+def recorded_requests(path: Path, window: int, roles=("reasoner", "optimizer")):
+    """``(episode, round record, DecisionRequest)`` for every round a role in ``roles``
+    answered, the request rebuilt as the graph built it (the Reasoner sees the whole
+    history, the Optimizer the last ``window`` records)."""
     for line in path.read_text().splitlines():
         ep = json.loads(line)
         if ep.get("status", "ok") != "ok":
@@ -44,16 +45,23 @@ def answers_and_hints(path: Path, window: int, role: str = "optimizer") -> list[
         task = env_from_spec(ep["env"], ep["env"]["index"]).task(0)
         pool = list(task.history)
         for r in ep["rounds"]:
-            if r["source"] == role:
-                seen = pool if role == "reasoner" else pool[-window:]  # the Reasoner sees the whole history
-                hint = np.array(shown_hint(DecisionRequest(role, task, seen)))
-                m = re.search(r"\[(.*)\]", r.get("text") or "")
-                if m:
-                    ans = np.array([float(x) for x in m.group(1).split(",")])
-                    if len(ans) == len(hint):
-                        out.append((ep["id"], r["round"], hint, ans))
+            if r["source"] in roles:
+                seen = pool if r["source"] == "reasoner" else pool[-window:]
+                yield ep, r, DecisionRequest(r["source"], task, seen)
             if r.get("mroi") is not None:
                 pool.append(Record(allocation=r["allocation"], mroi=r["mroi"]))
+
+
+def answers_and_hints(path: Path, window: int, role: str = "optimizer") -> list[tuple[str, int, np.ndarray, np.ndarray]]:
+    """``(episode id, round, rounded hint, answer)`` of every parsed answer of ``role``."""
+    out = []
+    for ep, r, request in recorded_requests(path, window, (role,)):
+        hint = np.array(shown_hint(request))
+        m = re.search(r"\[(.*)\]", r.get("text") or "")
+        if m:
+            ans = np.array([float(x) for x in m.group(1).split(",")])
+            if len(ans) == len(hint):
+                out.append((ep["id"], r["round"], hint, ans))
     return out
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from policies.base import Decision, DecisionRequest
-from tools.local_response import planning_slopes  # the one local response model, shared with the self-check
+from tools.local_response import planning_slopes, usable_slopes  # the one local response model, shared with the self-check
 
 BASELINES = ("uniform", "heuristic", "gradient", "local-model", "hold")
 
@@ -93,6 +93,9 @@ def local_model(
     trust: float = 1.0,
     iters: int = 60,
     z: float = PLANNING_Z,
+    grow: float = 1.0,
+    grow_after: float = 0.9,
+    no_slope_trust: float | None = None,
 ) -> np.ndarray:
     """Equalise MROI on a per-slot linear model fitted to the window.
 
@@ -102,17 +105,32 @@ def local_model(
     current spend (a linear model is only trusted locally). The slopes are the fitted
     ones made ``z`` standard errors steeper (:func:`tools.local_response.planning_slopes`):
     noisy, closely spaced records give shallow slopes and overlong steps otherwise.
+
+    Two trust-region options, off by default (docs/results.md §11 measures them):
+
+    - ``grow`` > 1: a slot whose last two moves in the window went the same way, the
+      last at least ``grow_after * trust``, may move ``grow * trust``: a nearly linear
+      channel (MROI flat in spend) far from its best spend otherwise crawls there one
+      trust region a round.
+    - ``no_slope_trust``: the trust region (units of B/T) of a window in which no slot has
+      a usable slope (:func:`tools.local_response.usable_slopes`). Its plan rests on the
+      ``-mean(r)/(B/T)`` prior alone, which is nearly flat when the MROI level is near
+      zero (at a converged optimum), so the full trust region can be a wild step.
     """
+    if grow < 1.0 or grow_after <= 0.0 or (no_slope_trust is not None and no_slope_trust <= 0.0):
+        raise ValueError(f"local-model: grow must be >= 1, grow_after and no_slope_trust > 0; got grow={grow}, "
+                         f"grow_after={grow_after}, no_slope_trust={no_slope_trust}")
     win_alloc = np.asarray(win_alloc, float)
     win_mroi = np.asarray(win_mroi, float)
-    n, _, T = win_alloc.shape
+    n, w, T = win_alloc.shape
     budget, lower, upper = _as_bounds(budget, lower, upper, n, T)
     unit = budget / T
     b0 = win_alloc[:, -1, :]
     r0 = win_mroi[:, -1, :]
     s = planning_slopes(win_alloc, win_mroi, unit, z)
-    lo = np.maximum(lower, np.maximum(b0 - trust * unit[:, None], 0.0))
-    hi = np.minimum(upper, b0 + trust * unit[:, None])
+    radius = _trust_radius(win_alloc, win_mroi, unit, trust, grow, grow_after, no_slope_trust) * unit[:, None]
+    lo = np.maximum(lower, np.maximum(b0 - radius, 0.0))
+    hi = np.minimum(upper, b0 + radius)
     # If the trust region cannot hold the budget, widen it to the plain bounds.
     infeasible = (lo.sum(axis=1) > budget) | (hi.sum(axis=1) < budget)
     lo = np.where(infeasible[:, None], lower, lo)
@@ -131,6 +149,20 @@ def local_model(
         lam_lo = np.where(too_much, mid, lam_lo)
         lam_hi = np.where(too_much, lam_hi, mid)
     return alloc(0.5 * (lam_lo + lam_hi))
+
+
+def _trust_radius(win_alloc, win_mroi, unit, trust, grow, grow_after, no_slope_trust) -> np.ndarray:
+    """Per-slot trust region of :func:`local_model` in units of B/T, ``(N, T)``."""
+    n, w, T = win_alloc.shape
+    radius = np.full((n, T), float(trust))
+    if grow != 1.0 and w >= 3:
+        last = (win_alloc[:, -1] - win_alloc[:, -2]) / unit[:, None]
+        before = (win_alloc[:, -2] - win_alloc[:, -3]) / unit[:, None]
+        radius = np.where((last * before > 0) & (np.abs(last) >= grow_after * trust), grow * trust, radius)
+    if no_slope_trust is not None:
+        none = ~usable_slopes(win_alloc, win_mroi, unit).any(axis=1)
+        radius[none] = no_slope_trust
+    return radius
 
 
 _FUNCS = {"uniform": uniform, "heuristic": heuristic, "gradient": gradient, "local-model": local_model,

@@ -49,7 +49,10 @@ Decoding never raises on model text. Failures are typed (:class:`ParseError`) an
 got 5"``. Tiny negatives caused by 2-decimal rounding (down to ``-NEG_TOL`` units) are
 clipped to 0; larger negatives are the ``negative`` error for ``absolute``. For ``delta``
 a cut larger than the slot's current spend is clipped to 0 (``meta["clipped_to_zero"]``
-lists the slots): the answer is well formed and means "stop this slot". Feasibility (sum = B, bounds)
+lists the slots): the answer is well formed and means "stop this slot". Changes whose plan
+spends more than ``CHANGE_SUM_TOL`` of the budget too much or too little are the
+``not_a_change`` error: such an answer is an allocation written where a change belongs,
+and rescaling it would quietly return the current plan. Feasibility (sum = B, bounds)
 is NOT enforced here: that is the budget tool's job (``tools.budget``).
 """
 
@@ -78,6 +81,14 @@ DEFAULT_WINDOW = 3
 NEG_TOL = 0.01
 """Negatives down to -NEG_TOL (in units of B/T) are rounding noise and clipped to 0."""
 
+CHANGE_SUM_TOL = 0.5
+"""A signed answer whose plan (current plan plus the changes, cuts clipped at 0) spends more
+than this share of the budget too much or too little is not a change: it is the
+``not_a_change`` error. The Reasoner once wrote the current one-channel row as the change;
+the budget tool scaled the doubled plan back to the current one, and the old allocation was
+reported as a plan (docs/results.md §10). Copy slips (one move without its counter-move)
+stay far below it."""
+
 
 class ParseError(str, Enum):
     """Typed decoder failures; the value is the code used in ``Decision.error``."""
@@ -87,6 +98,7 @@ class ParseError(str, Enum):
     NON_NUMERIC = "non_numeric"
     NON_FINITE = "non_finite"
     NEGATIVE = "negative"
+    NOT_A_CHANGE = "not_a_change"
 
 
 PARSE_ERRORS: tuple[str, ...] = tuple(e.value for e in ParseError)
@@ -403,6 +415,12 @@ def decode(text: str, request: DecisionRequest, encoding: str | None = None) -> 
     if enc in DELTA_ENCODINGS:
         cur = _current_units(request)
         units = [c + d for c, d in zip(cur, vals)]
+        spent = sum(max(x, 0.0) for x in units)  # what the plan it describes spends (cuts clipped)
+        if abs(spent - T) > CHANGE_SUM_TOL * T:
+            return _fail(text, ParseError.NOT_A_CHANGE,
+                         f"the changes add up to {_f(sum(vals))} units of B/T, so the plan would spend "
+                         f"{_f(spent)} units where the budget is {T}: this reads as an allocation "
+                         "written as a change", enc, plan_units=[max(x, 0.0) for x in units])
     else:
         units = vals
     alloc: list[float] = []

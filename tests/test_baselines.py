@@ -73,6 +73,50 @@ def test_an_uncertain_slope_takes_a_shorter_step():
     np.testing.assert_allclose(planned.sum(), 6.0, rtol=1e-6)
 
 
+def test_grow_widens_the_trust_region_of_a_slot_that_keeps_moving_one_way():
+    """A nearly linear channel (flat MROI) with far better MROI than the rest: by default it
+    gains one trust region a round; with grow=2 a slot whose last two moves went its way,
+    the last a full trust region, may take two. Others keep the plain trust region."""
+    T, B = 4, 4.0
+    wa = np.array([[[0.2, 1.3, 1.3, 1.2], [1.2, 1.0, 0.9, 0.9], [2.2, 0.6, 0.6, 0.6]]])  # slot 1: +1, +1
+    wr = np.array([[[3.0, 0.9, 0.8, 0.85], [3.0, 1.0, 1.0, 1.0], [3.0, 1.2, 1.15, 1.1]]])
+    plain = propose_arrays("local-model", wa, wr, budget=B)[0]
+    grown = propose_arrays("local-model", wa, wr, budget=B, grow=2.0)[0]
+    assert plain[0] - wa[0, -1, 0] == pytest.approx(1.0)  # the trust region: one B/T
+    assert 1.0 + 1e-6 < grown[0] - wa[0, -1, 0] <= 2.0 + 1e-9
+    assert np.abs(grown[1:] - wa[0, -1, 1:]).max() <= 1.0 + 1e-9
+    # a slot whose moves reversed keeps the plain trust region
+    back = wa.copy()
+    back[0, 1, 0] = 2.4
+    assert propose_arrays("local-model", back, wr, budget=B, grow=2.0)[0][0] - back[0, -1, 0] <= 1.0 + 1e-9
+
+
+def test_no_slope_trust_limits_a_window_without_usable_slopes():
+    """Converged spends (no slot varied) and MROI levels near zero: the prior slope is
+    nearly flat, so the plain plan jumps a whole trust region; no_slope_trust caps it."""
+    from tools.local_response import usable_slopes
+
+    wa = np.repeat(np.array([[[1.5, 1.0, 0.5]]]), 3, axis=1)
+    wr = np.repeat(np.array([[[0.004, -0.002, 0.001]]]), 3, axis=1)
+    assert not usable_slopes(wa, wr, np.array([1.0])).any()
+    plain = propose_arrays("local-model", wa, wr, budget=3.0)[0]
+    calm = propose_arrays("local-model", wa, wr, budget=3.0, no_slope_trust=0.1)[0]
+    assert np.abs(plain - wa[0, -1]).max() > 0.5
+    assert np.abs(calm - wa[0, -1]).max() <= 0.1 + 1e-9
+    np.testing.assert_allclose(calm.sum(), 3.0, rtol=1e-6)
+    # a window with a usable slope is not affected
+    wa2, wr2, _, _ = _windows(n=3)
+    np.testing.assert_array_equal(propose_arrays("local-model", wa2, wr2, budget=4.0, no_slope_trust=0.1),
+                                  propose_arrays("local-model", wa2, wr2, budget=4.0))
+
+
+@pytest.mark.parametrize("bad", [{"grow": 0.5}, {"grow_after": 0.0}, {"no_slope_trust": -1.0}])
+def test_trust_region_options_reject_bad_values(bad):
+    wa, wr, _, _ = _windows()
+    with pytest.raises(ValueError, match="local-model: grow must be >= 1"):
+        propose_arrays("local-model", wa, wr, budget=4.0, **bad)
+
+
 def test_unknown_baseline_and_bad_shapes():
     with pytest.raises(ValueError, match="unknown baseline 'nope'"):
         propose_arrays("nope", np.ones((1, 1, 2)), np.ones((1, 1, 2)), 2.0)

@@ -6,6 +6,7 @@ import regex
 from policies.base import DecisionRequest
 from policies.constrained import answer_pattern
 from policies.llm import LLMPolicy
+from policies.prompts import DEFAULT_ENCODING, ParseError, error_code
 from tools.task import Record, Task
 
 
@@ -34,9 +35,14 @@ def test_random_model_always_parses_when_constrained(tiny_chat, role, T, enc):
     reqs = [DecisionRequest(role, task, task.history)] * 3
     on = LLMPolicy(role, tiny_chat, encoding=enc)
     assert on.constrained  # the local backend supports it, so it is on by default
+    signed = (enc or DEFAULT_ENCODING[role]) != "absolute"
     for d in on.propose(reqs):
-        # unsigned numbers for absolute answers, cuts clipped to 0 for signed ones:
-        # every constrained answer decodes
+        # unsigned numbers for absolute answers, cuts clipped to 0 for signed ones: every
+        # constrained answer has the format and decodes, unless (signed only) its changes
+        # would spend far from the budget -- a check on what it says, not on its format
+        assert regex.fullmatch(answer_pattern(T, signed), d.text), d.text
+        if d.error is not None and signed and error_code(d.error) == ParseError.NOT_A_CHANGE.value:
+            continue
         assert d.error is None and len(d.allocation) == T, d.error
         assert all(a >= 0 for a in d.allocation)
         assert d.text.startswith("<answer>[") and d.text.endswith("</answer>")

@@ -31,8 +31,9 @@ def test_unconstrained_eval_lets_a_random_model_fail_the_format():
     """The flag reaches the backend: the same random model parses only when constrained."""
     from training.evaluate import evaluate
 
-    free = evaluate(role="optimizer", base="tiny-random", n=3, bf16=False, constrained=False, max_new_tokens=12)
-    forced = evaluate(role="optimizer", base="tiny-random", n=3, bf16=False)
+    free = evaluate(role="optimizer", base="tiny-random", n=3, bf16=False, constrained=False, max_new_tokens=12,
+                    encoding="absolute")
+    forced = evaluate(role="optimizer", base="tiny-random", n=3, bf16=False, encoding="absolute")
     assert free["constrained"] is False and free["parse_error_rate"] == 1.0
     assert forced["parse_error_rate"] == 0.0
 

@@ -195,6 +195,26 @@ def test_delta_cut_below_zero_is_clipped_not_an_error():
         == ParseError.NEGATIVE.value
 
 
+@pytest.mark.parametrize("enc", ["delta", "delta-hint"])
+def test_delta_answer_that_restates_the_allocation_is_not_a_change(enc):
+    # The Reasoner's Robyn failure: the current row written where the change belongs.
+    # Rescaled, it would quietly be the current plan again; it must be an error instead.
+    cur_units = [b / REQ_O.task.unit for b in REQ_O.current]
+    text = "<answer>[" + ",".join(f"{c:.2f}" for c in cur_units) + "]</answer>"
+    d = decode(text, REQ_O, enc)
+    assert d.allocation is None and error_code(d.error) == ParseError.NOT_A_CHANGE.value
+    assert "units of B/T" in d.error and "allocation written as a change" in d.error
+    # a move without its counter-move (a copy slip) is still a change for the budget tool
+    assert decode("<answer>[1,0,0,0,0,0]</answer>", REQ_O, enc).error is None
+    # the plan it describes counts: a large cut clipped at 0 spends what it spends
+    assert decode("<answer>[-5,0,0,0,0,0]</answer>", REQ_O, enc).error is None
+    # and the check is two-sided: cutting everything is not a change either
+    cut = "<answer>[" + ",".join(f"{-c:.2f}" for c in cur_units) + "]</answer>"
+    assert error_code(decode(cut, REQ_O, enc).error) == ParseError.NOT_A_CHANGE.value
+    # absolute answers are allocations: the check does not apply
+    assert decode(text, REQ_O, "absolute").error is None
+
+
 # ---- fuzz ------------------------------------------------------------------------------
 PIECES = st.sampled_from([
     "<answer>", "</answer>", "<reason>", "</reason>", "[", "]", ",", " ", "\n", ";",
@@ -239,8 +259,9 @@ def test_format_target_round_trip(T, B, seed, role, enc, zeros):
     req = make_request(role, task)
     rng = np.random.default_rng(seed)
     target = rng.dirichlet(np.ones(T)) * B
-    if zeros:
+    if zeros and T > 1:  # a corner plan; targets are plans, so it still spends B
         target[rng.integers(T)] = 0.0
+        target *= B / target.sum()
     d = decode(format_target(req, target, enc), req, enc)
     assert d.error is None, d.error
     tol = (0.005 + 1e-9) * task.unit

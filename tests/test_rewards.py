@@ -141,3 +141,25 @@ def test_regret_term_scores_value_gain_towards_the_optimum():
     told, _, _ = score(texts_best, p.requests, p.mroi, "absolute", RewardConfig())
     np.testing.assert_allclose(t0, told)
     assert isinstance(p.requests[0], DecisionRequest)
+
+
+def test_an_allocation_written_as_a_change_is_charged_for_the_plan_it_describes():
+    """A signed answer the decoder rejects as not_a_change (here: the current plan written
+    as the change) does not parse, so no env/bonus/regret; its budget penalty is the plan
+    it describes, so it scores below the teacher's change and below holding still."""
+    from policies.prompts import format_target
+
+    p = _prompts("optimizer")
+    T = p.requests[0].task.periods
+    teacher = [format_target(q, a, "delta") for q, a in zip(p.requests, p.teacher())]
+    restated = ["<answer>[" + ",".join(f"{b / q.task.unit:.2f}" for b in q.current) + "]</answer>"
+                for q in p.requests]
+    hold = ["<answer>[" + ",".join(["0.00"] * T) + "]</answer>"] * len(p.requests)
+    totals = {}
+    for name, texts in (("teacher", teacher), ("restated", restated), ("hold", hold)):
+        totals[name], terms, parsed = R.score(texts, p.requests, p.mroi, encoding="delta")
+        if name == "restated":
+            assert not parsed.ok.any() and set(parsed.errors) == {"not_a_change"}
+            assert (terms["env"] == 0).all() and (terms["bonus"] == 0).all()
+            np.testing.assert_allclose(terms["constraint"], -T, atol=0.05)  # plan spends 2B: gap T, coef 1
+    assert (totals["restated"] < totals["teacher"]).all() and (totals["restated"] < totals["hold"]).all()

@@ -114,10 +114,11 @@ def test_resume_from_saved_config(tmp_path, capsys):
 
 
 def test_eval_enforces_the_answer_format_like_inference():
-    """``dara train eval`` decodes as the graph does: even a random model's answers parse."""
+    """``dara train eval`` decodes as the graph does: even a random model's answers parse
+    (absolute ones: its signed answers are changes that spend far from the budget)."""
     from training.evaluate import evaluate
 
-    res = evaluate(role="optimizer", base="tiny-random", n=3, bf16=False)
+    res = evaluate(role="optimizer", base="tiny-random", n=3, bf16=False, encoding="absolute")
     assert res["parse_error_rate"] == 0.0, res["errors"]
     assert res["example"].startswith("<answer>[") and res["example"].endswith("]</answer>")
 

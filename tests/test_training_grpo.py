@@ -201,8 +201,9 @@ def test_resume_reproduces_next_step(tmp_path, fake_reward):
 
 def test_step_with_the_real_reward(tmp_path):
     """One step scored by ``training.rewards.score`` itself: constrained sampling makes
-    even a random model's answers parse, so every term is live and the format is full."""
-    cfg = _cfg(tmp_path, steps=1, max_new_tokens=None)
+    even a random model's absolute answers parse, so every term is live and the format is
+    full (its signed answers are changes that spend far from the budget: not_a_change)."""
+    cfg = _cfg(tmp_path, steps=1, max_new_tokens=None, encoding="absolute")
     model, tok, opt, params = grpo.setup(cfg)
     src = grpo.PromptSource(cfg.rollout, cfg.role, seed=cfg.seed)
     row = grpo.train_step(model, tok, opt, params, src, cfg, 1)

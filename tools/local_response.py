@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["local_slopes", "planning_slopes", "LocalResponse", "fit_local_response"]
+__all__ = ["local_slopes", "planning_slopes", "usable_slopes", "LocalResponse", "fit_local_response"]
 
 _EPS = 1e-12
 #: A slot's spend "varied" when its standard deviation across records exceeds this share of B/T.
@@ -67,6 +67,14 @@ def _with_borrowed(varied: np.ndarray, own: np.ndarray, win_mroi: np.ndarray, un
     prior = -np.maximum(np.abs(win_mroi[:, -1, :]).mean(axis=1), _EPS) / unit
     med = np.where(np.isfinite(med), med, prior)
     return np.where(usable, slope, med[:, None])
+
+
+def usable_slopes(win_alloc: np.ndarray, win_mroi: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """``(N, T)`` mask of the slots whose own slope :func:`local_slopes` uses (spend varied,
+    fitted slope negative); the others borrow one. A row with none at all plans on the
+    ``-mean(r) / (B/T)`` prior alone."""
+    _, varied, own, _, _ = _fit_lines(win_alloc, win_mroi, unit)
+    return varied & (own < 0)
 
 
 def local_slopes(win_alloc: np.ndarray, win_mroi: np.ndarray, unit: np.ndarray) -> np.ndarray:

@@ -14,8 +14,10 @@ Terms (:func:`composite` returns the total and each of them):
   the parsed answer). 0 when the answer does not parse.
 - ``constraint``: wrong number of values (``-1.5`` too many; ``-3`` for one too few, one
   more per further missing value, at most ``-5``, also when nothing parses), budget
-  (``-2 |sum b - B|`` Reasoner, ``-|sum b - B|`` Optimizer, in B/T units), ``-1`` for an
-  all-equal allocation.
+  (``-2 |sum b - B|`` Reasoner, ``-|sum b - B|`` Optimizer, in B/T units; also charged on
+  a signed answer rejected as ``not_a_change``, for the plan it describes, so an
+  allocation written as a change never scores above the plan it would have been), ``-1``
+  for an all-equal allocation.
 - ``bonus``: the reference code's shaping. Rank slots by mean historical MROI; for each
   of the top 2, if the new allocation exceeds the slot's mean historical allocation by
   more than 0.1, add ``1 + |change|`` when the change is at most 0.3, else 0.5; the
@@ -95,7 +97,8 @@ def length_penalty(n_numbers: np.ndarray, T: int, cfg: RewardConfig = RewardConf
 def budget_penalty(alloc_units: np.ndarray, ok: np.ndarray, role: str,
                    cfg: RewardConfig = RewardConfig()) -> np.ndarray:
     """``-coef * |sum b - T|`` (allocations in B/T units sum to T when feasible), coef 2
-    for the Reasoner and 1 for the Optimizer; 0 where the answer did not parse.
+    for the Reasoner and 1 for the Optimizer; 0 where the answer describes no plan (NaN
+    row: it did not parse). A ``not_a_change`` answer's row is the plan it describes.
 
     >>> budget_penalty(np.array([[1.5, 1.0, 1.0], [1.0, 1.0, 1.0]]), np.array([True, True]), "reasoner")
     array([-1.,  0.])
@@ -105,8 +108,9 @@ def budget_penalty(alloc_units: np.ndarray, ok: np.ndarray, role: str,
     a = np.asarray(alloc_units, float)
     T = a.shape[-1]
     coef = cfg.budget_coef_reasoner if role == "reasoner" else cfg.budget_coef_optimizer
+    described = np.asarray(ok, bool) | np.isfinite(a).all(axis=-1)
     gap = np.abs(np.nan_to_num(a).sum(axis=-1) - T)
-    return np.where(ok, -coef * gap, 0.0) + 0.0
+    return np.where(described, -coef * gap, 0.0) + 0.0
 
 
 def equal_penalty(alloc_units: np.ndarray, ok: np.ndarray, cfg: RewardConfig = RewardConfig(),
@@ -238,7 +242,8 @@ def composite(*, alloc_units, ok, n_numbers, has_open, has_close, has_brackets, 
 # ---------------------------------------------------------------------------------------
 @dataclass
 class Parsed:
-    """Completions as arrays: ``alloc_units (N,T)`` (NaN rows where ``ok`` is False),
+    """Completions as arrays: ``alloc_units (N,T)`` (NaN rows where ``ok`` is False, except a
+    ``not_a_change`` answer: the plan it describes),
     ``ok``, ``n_numbers``, ``has_open``, ``has_close``, ``has_brackets``, ``errors``
     (error code or None per row) and ``alloc`` (task units)."""
 
@@ -291,6 +296,8 @@ def parse_completions(texts: Sequence[str], requests: Sequence, encoding: str | 
             n_num[i] = T
         else:
             errors[i] = error_code(d.error)
+            if "plan_units" in d.meta:  # not_a_change: charged for the plan it describes
+                units[i] = d.meta["plan_units"]
     return Parsed(units, alloc, ok, n_num, h_open, h_close, h_br, errors)
 
 
