@@ -45,11 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     from policies import baselines
     from graph.commands import bench
 
-    trial = functools.partial(baselines.local_model, **options)
+    original = baselines.local_model
+    trial = functools.partial(original, **options)
     baselines.local_model = trial  # read by policies.observations.window_hint at each call
     baselines._FUNCS["local-model"] = trial
     print(f"local-model options for this run: {options}", file=sys.stderr)
-    return bench.main(bench_args)
+    try:
+        return bench.main(bench_args)
+    finally:
+        baselines.local_model = baselines._FUNCS["local-model"] = original
 
 
 if __name__ == "__main__":

@@ -1,0 +1,61 @@
+"""The trust-region benchmarks: option parsing, the jump count, and the in-process hint trial."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import load_benchmark
+
+
+def test_variants_parse_and_bad_ones_say_what_is_wrong():
+    tr = load_benchmark("trust_region")
+    assert tr.parse_variant("base=") == ("base", {})
+    assert tr.parse_variant("both=grow:2,no_slope_trust:0.1") == ("both", {"grow": 2.0, "no_slope_trust": 0.1})
+    for bad, why in [("grow:2", "expected name="), ("x=speed:2", "not param:value"), ("x=grow", "not param:value")]:
+        with pytest.raises(ValueError, match=why):
+            tr.parse_variant(bad)
+
+
+def test_a_jump_is_a_rise_of_more_than_two_points_after_round_one():
+    tr = load_benchmark("trust_region")
+    regret = np.array([[0.30, 0.30, 0.30], [0.10, 0.10, 0.02], [0.05, 0.125, 0.01], [0.04, 0.02, 0.03]])
+    s = tr.cell_summary(regret)  # env 1 rises 2.5 points at round 3; env 2 only 2 points
+    assert s["jump_share"] == pytest.approx(1 / 3)
+    assert s["r1"] == pytest.approx(0.30) and s["r10"] == pytest.approx(0.03)
+
+
+def test_hint_trial_runs_bench_with_the_options_and_restores_local_model(tmp_path):
+    from policies import baselines
+
+    original = baselines.local_model
+    out = {}
+    for name, opts in (("base", []), ("grow", ["--option", "grow:2"])):
+        path = tmp_path / f"{name}.json"
+        code = load_benchmark("hint_trial").main(opts + ["--", "--family", "media", "--periods", "16", "--envs", "8",
+                                                         "--rounds", "4", "--seed", "7", "--policies", "local-model",
+                                                         "--json", str(path)])
+        assert code == 0
+        out[name] = json.loads(path.read_text())
+    assert baselines.local_model is original and baselines._FUNCS["local-model"] is original
+    assert out["base"]["methods"]["local-model"] != out["grow"]["methods"]["local-model"]
+
+
+def test_redecode_finds_the_answers_the_current_decoder_rejects(tmp_path, capsys):
+    from tools.envs import env_from_spec
+
+    spec = {"family": "quadratic", "n": 2, "periods": 4, "budget": 4.0, "seed": 7, "noise": 0.0,
+            "history": 3, "kw": {}, "index": 1}
+    task = env_from_spec(spec, 1).task(0)
+    restated = "<answer>[" + ",".join(f"{b / task.unit:.2f}" for b in task.history[-1].allocation) + "]</answer>"
+    rounds = [{"round": 1, "source": "reasoner", "proposal": [1.0] * 4, "allocation": [1.0] * 4,
+               "mroi": [0.5] * 4, "text": restated},
+              {"round": 2, "source": "optimizer", "proposal": [1.0] * 4, "allocation": [1.0] * 4,
+               "mroi": [0.5] * 4, "text": "<answer>[0.10,-0.10,0.00,0.00]</answer>"}]
+    path = tmp_path / "episodes.jsonl"
+    path.write_text(json.dumps({"id": "e0", "status": "ok", "env": spec, "rounds": rounds}) + "\n")
+    rd = load_benchmark("redecode")
+    n, changed = rd.changed_decisions(path, 3, {"reasoner": "delta-hint", "optimizer": "delta-hint"})
+    assert n == 2 and [(c["round"], c["was"], c["now"]) for c in changed] == [(1, "used", "not_a_change")]
+    assert rd.main([str(path), "--encoding", "delta-hint"]) == 0
+    assert "1 decisions read differently" in capsys.readouterr().out
