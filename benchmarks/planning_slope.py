@@ -46,21 +46,27 @@ def split_shift(spec: str) -> tuple[float, float]:
     return float(first), float(later or first)
 
 
-def run(zs: dict[str, tuple[float, float]], noises: list[float], envs: int, seed: int, rounds: int = 10, window: int = 3) -> list[dict]:
-    rows = []
+def cell_envs(noises: list[float], envs: int, seed: int):
+    """``(cell name, environments)`` for every matrix cell at every noise level."""
     for noise in noises:
         for fam, T in CELLS:
             env = BenchPlan(families=[fam], methods=["heuristic"], envs=envs, noise=noise, periods=T).make_env(fam, seed)
-            heur = run_numeric("heuristic", env, rounds, window, seed)["regret"].mean(axis=1)
-            row = {"cell": f"{fam}" + (f"-T{T}" if T else "") + f"-n{noise:g}", "heuristic_r2": float(heur[1])}
-            for z, (z1, z_later) in zs.items():
-                r = run_numeric("local-model", env, rounds, window, seed, z=z_later, first_round={"z": z1})["regret"]
-                m = r.mean(axis=1)
-                row[f"z={z}"] = {"r1": float(m[0]), "r2": float(m[1]), "r3+": float(m[2:].mean()),
-                                   "p99_r2": float(np.percentile(r[1], 99)),
-                                   "rounds_above_heuristic": [k + 1 for k in range(rounds) if m[k] > heur[k]]}
-            rows.append(row)
-            print(format_row(row, zs), flush=True)
+            yield f"{fam}" + (f"-T{T}" if T else "") + f"-n{noise:g}", env
+
+
+def run(zs: dict[str, tuple[float, float]], noises: list[float], envs: int, seed: int, rounds: int = 10, window: int = 3) -> list[dict]:
+    rows = []
+    for cell, env in cell_envs(noises, envs, seed):
+        heur = run_numeric("heuristic", env, rounds, window, seed)["regret"].mean(axis=1)
+        row = {"cell": cell, "heuristic_r2": float(heur[1])}
+        for z, (z1, z_later) in zs.items():
+            r = run_numeric("local-model", env, rounds, window, seed, z=z_later, first_round={"z": z1})["regret"]
+            m = r.mean(axis=1)
+            row[f"z={z}"] = {"r1": float(m[0]), "r2": float(m[1]), "r3+": float(m[2:].mean()),
+                               "p99_r2": float(np.percentile(r[1], 99)),
+                               "rounds_above_heuristic": [k + 1 for k in range(rounds) if m[k] > heur[k]]}
+        rows.append(row)
+        print(format_row(row, zs), flush=True)
     return rows
 
 

@@ -37,8 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.planning_slope import CELLS  # noqa: E402
-from graph.commands.bench import BenchPlan  # noqa: E402
+from benchmarks.planning_slope import cell_envs  # noqa: E402
 from graph.commands.bench_numeric import run_numeric  # noqa: E402
 
 PARAMS = {"grow": float, "grow_after": float, "no_slope_trust": float, "trust": float, "z": float}
@@ -69,14 +68,12 @@ def cell_summary(regret: np.ndarray) -> dict:
 
 def run(variants: dict[str, dict], noises: list[float], envs: int, seed: int, rounds: int = 10, window: int = 3) -> list[dict]:
     rows = []
-    for noise in noises:
-        for fam, T in CELLS:
-            env = BenchPlan(families=[fam], methods=["heuristic"], envs=envs, noise=noise, periods=T).make_env(fam, seed)
-            row = {"cell": f"{fam}" + (f"-T{T}" if T else "") + f"-n{noise:g}"}
-            for name, params in variants.items():
-                row[name] = cell_summary(run_numeric("local-model", env, rounds, window, seed, **params)["regret"])
-            rows.append(row)
-            print(format_row(row, variants), flush=True)
+    for cell, env in cell_envs(noises, envs, seed):
+        row = {"cell": cell}
+        for name, params in variants.items():
+            row[name] = cell_summary(run_numeric("local-model", env, rounds, window, seed, **params)["regret"])
+        rows.append(row)
+        print(format_row(row, variants), flush=True)
     return rows
 
 
