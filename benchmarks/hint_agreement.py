@@ -36,8 +36,10 @@ from tools.task import Record  # noqa: E402
 
 def recorded_requests(path: Path, window: int, roles=("reasoner", "optimizer")):
     """``(episode, round record, DecisionRequest)`` for every round a role in ``roles``
-    answered, the request rebuilt as the graph built it (the Reasoner sees the whole
-    history, the Optimizer the last ``window`` records)."""
+    answered (the Reasoner round 1, the Optimizer the others; its source is the role, or
+    ``fallback`` when its answer was unusable and the plan held), the request rebuilt as
+    the graph built it (the Reasoner sees the whole history, the Optimizer the last
+    ``window`` records)."""
     for line in path.read_text().splitlines():
         ep = json.loads(line)
         if ep.get("status", "ok") != "ok":
@@ -45,9 +47,10 @@ def recorded_requests(path: Path, window: int, roles=("reasoner", "optimizer")):
         task = env_from_spec(ep["env"], ep["env"]["index"]).task(0)
         pool = list(task.history)
         for r in ep["rounds"]:
-            if r["source"] in roles:
-                seen = pool if r["source"] == "reasoner" else pool[-window:]
-                yield ep, r, DecisionRequest(r["source"], task, seen)
+            role = "reasoner" if r["round"] == 1 else "optimizer"
+            if role in roles and r["source"] in (role, "fallback"):
+                seen = pool if role == "reasoner" else pool[-window:]
+                yield ep, r, DecisionRequest(role, task, seen)
             if r.get("mroi") is not None:
                 pool.append(Record(allocation=r["allocation"], mroi=r["mroi"]))
 

@@ -34,10 +34,10 @@ def changed_decisions(path: Path, window: int, encodings: dict[str, str]) -> tup
     for ep, r, request in recorded_requests(path, window):
         n += 1
         was = "used" if r.get("proposal") is not None else (r.get("error") or "error").split(":", 1)[0]
-        now_d = decode(r.get("text") or "", request, encodings[r["source"]])
+        now_d = decode(r.get("text") or "", request, encodings[request.role])
         now = "used" if now_d.allocation is not None else now_d.meta["error_code"]
         if was != now:
-            changed.append({"episode": ep["id"], "round": r["round"], "role": r["source"],
+            changed.append({"episode": ep["id"], "round": r["round"], "role": request.role,
                             "was": was, "now": now, "error": now_d.error, "text": r.get("text")})
     return n, changed
 

@@ -122,7 +122,7 @@ def local_model(
                          f"grow_after={grow_after}, no_slope_trust={no_slope_trust}")
     win_alloc = np.asarray(win_alloc, float)
     win_mroi = np.asarray(win_mroi, float)
-    n, w, T = win_alloc.shape
+    n, _, T = win_alloc.shape
     budget, lower, upper = _as_bounds(budget, lower, upper, n, T)
     unit = budget / T
     b0 = win_alloc[:, -1, :]

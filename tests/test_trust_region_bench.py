@@ -59,3 +59,21 @@ def test_redecode_finds_the_answers_the_current_decoder_rejects(tmp_path, capsys
     assert n == 2 and [(c["round"], c["was"], c["now"]) for c in changed] == [(1, "used", "not_a_change")]
     assert rd.main([str(path), "--encoding", "delta-hint"]) == 0
     assert "1 decisions read differently" in capsys.readouterr().out
+
+
+def test_redecode_reads_held_rounds_too(tmp_path):
+    """A round whose answer was unusable (source ``fallback``, plan held) is read again as
+    well: an answer the current decoder accepts shows as ``error -> used``."""
+    from tools.envs import env_from_spec
+
+    spec = {"family": "quadratic", "n": 2, "periods": 4, "budget": 4.0, "seed": 7, "noise": 0.0,
+            "history": 3, "kw": {}, "index": 1}
+    task = env_from_spec(spec, 1).task(0)
+    held = {"round": 1, "source": "fallback", "proposal": None, "allocation": task.history[-1].allocation,
+            "mroi": [0.5] * 4, "text": "<answer>[0.10,-0.10,0.00,0.00]</answer>",
+            "error": "wrong_length: expected 4 numbers, got 3"}
+    path = tmp_path / "episodes.jsonl"
+    path.write_text(json.dumps({"id": "e0", "status": "ok", "env": spec, "rounds": [held]}) + "\n")
+    n, changed = load_benchmark("redecode").changed_decisions(path, 3, {"reasoner": "delta-hint",
+                                                                         "optimizer": "delta-hint"})
+    assert n == 1 and [(c["role"], c["was"], c["now"]) for c in changed] == [("reasoner", "wrong_length", "used")]

@@ -15,9 +15,9 @@ Terms (:func:`composite` returns the total and each of them):
 - ``constraint``: wrong number of values (``-1.5`` too many; ``-3`` for one too few, one
   more per further missing value, at most ``-5``, also when nothing parses), budget
   (``-2 |sum b - B|`` Reasoner, ``-|sum b - B|`` Optimizer, in B/T units; also charged on
-  a signed answer rejected as ``not_a_change``, for the plan it describes, so an
-  allocation written as a change never scores above the plan it would have been), ``-1``
-  for an all-equal allocation.
+  a signed answer rejected as ``not_a_change``, for the plan it describes: an allocation
+  written as a change gets no env, bonus or regret term but pays for its budget gap,
+  at least half a budget), ``-1`` for an all-equal allocation.
 - ``bonus``: the reference code's shaping. Rank slots by mean historical MROI; for each
   of the top 2, if the new allocation exceeds the slot's mean historical allocation by
   more than 0.1, add ``1 + |change|`` when the change is at most 0.3, else 0.5; the
