@@ -84,6 +84,23 @@ def test_unusable_answer_is_no_plan_exit_3(tmp_path, policy):
     assert data["raw_text"] == "<answer>[oops</answer>"
 
 
+def test_an_allocation_written_as_a_change_is_no_plan_not_the_current_one(tmp_path, policy):
+    """A signed answer that restates the current allocation (the Reasoner's Robyn failure)
+    used to be rescaled into the current plan and printed as a recommendation."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from policies.llm import LLMPolicy
+
+    unit = TASK["budget"] / TASK["periods"]
+    restated = "<answer>[" + ",".join(f"{a / unit:.2f}" for a in TASK["history"][-1]["allocation"]) + "]</answer>"
+    name = policy("restating", LLMPolicy("reasoner", FakeListChatModel(responses=[restated]), encoding="delta-hint"))
+    code, text = _run(tmp_path, "--reasoner", name, "--json", str(tmp_path / "o.json"))
+    assert code == allocate.EXIT_NO_PLAN
+    assert "no new plan was produced: not_a_change" in text and "recommended" not in text
+    data = json.loads((tmp_path / "o.json").read_text())
+    assert data["plan"] is None and data["raw_text"] == restated
+
+
 def test_fallback_plans_numerically_and_says_so(tmp_path, policy):
     # --fallback is Context.fallback: the graph plans the round with the numeric policy
     name = policy("garbled", Fixed(None))
