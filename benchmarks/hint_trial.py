@@ -12,8 +12,8 @@ product changes:
         --envs 20 --rounds 10 --seed 7 --policies dara,local-model \\
         --json runs/hint-trial/media-T16.json --llm-out runs/hint-trial/episodes/media-T16
 
-Compare with the matrix cell of the same seed and environments, paired by episode
-(``benchmarks/rl_compare.py``).
+Compare with the matrix cell of the same seed and environments
+(``docs/data/matrix/<cell>.json``; its episodes pair with these by episode id).
 """
 
 from __future__ import annotations
