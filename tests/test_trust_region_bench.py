@@ -1,4 +1,4 @@
-"""The trust-region benchmarks: option parsing, the jump count, and the in-process hint trial."""
+"""Benchmarks of the hint and the decoder: trust-region option parsing and jump count, the in-process hint trial, and redecode."""
 
 import json
 
