@@ -55,10 +55,15 @@ def _fit_lines(win_alloc: np.ndarray, win_mroi: np.ndarray, unit: np.ndarray):
     return sxx, varied, own, sigma2, dof
 
 
+def _usable(varied: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """A slot's own slope is used when its spend varied and the fitted slope is negative."""
+    return varied & (own < 0)
+
+
 def _with_borrowed(varied: np.ndarray, own: np.ndarray, win_mroi: np.ndarray, unit: np.ndarray) -> np.ndarray:
     """Own slopes where usable (spend varied, slope negative); elsewhere the median usable
     slope of the environment, or ``-mean(r) / (B/T)`` when it has none."""
-    usable = varied & (own < 0)
+    usable = _usable(varied, own)
     slope = np.where(usable, own, np.nan)
     with np.errstate(all="ignore"):
         with warnings.catch_warnings():
@@ -74,7 +79,7 @@ def usable_slopes(win_alloc: np.ndarray, win_mroi: np.ndarray, unit: np.ndarray)
     fitted slope negative); the others borrow one. A row with none at all plans on the
     ``-mean(r) / (B/T)`` prior alone."""
     _, varied, own, _, _ = _fit_lines(win_alloc, win_mroi, unit)
-    return varied & (own < 0)
+    return _usable(varied, own)
 
 
 def local_slopes(win_alloc: np.ndarray, win_mroi: np.ndarray, unit: np.ndarray) -> np.ndarray:
