@@ -118,7 +118,8 @@ def _graph_row(args, adapter_dir, encoding, add, notes, straggler_wait: bool = T
         run_episodes(ctx, batch_episodes(env), Path(tmp) / "timed", concurrency=episodes)
         secs = time.monotonic() - t0
         rows = [json.loads(line) for line in (Path(tmp) / "timed" / "episodes.jsonl").read_text().splitlines()]
-    decisions = [r for ep in rows for r in ep["rounds"] if r["source"] == "optimizer"]
+    # every round after the first is an Optimizer decision, also one the decoder rejected (plan held, "fallback")
+    decisions = [r for ep in rows for r in ep["rounds"] if r["round"] > 1]
     busy = sum(b - a for a, b in coalescer.spans[spans0:])
     texts = [r.get("text") or "" for r in decisions]
     label = f"graph, {episodes} episodes" + ("" if straggler_wait else ", window only")
