@@ -49,7 +49,7 @@ def recorded_requests(path: Path, window: int, roles=("reasoner", "optimizer")):
         for r in ep["rounds"]:
             role = "reasoner" if r["round"] == 1 else "optimizer"
             if role in roles and r["source"] in (role, "fallback"):
-                seen = pool if role == "reasoner" else pool[-window:]
+                seen = list(pool) if role == "reasoner" else pool[-window:]  # a copy: pool grows below
                 yield ep, r, DecisionRequest(role, task, seen)
             if r.get("mroi") is not None:
                 pool.append(Record(allocation=r["allocation"], mroi=r["mroi"]))

@@ -147,6 +147,13 @@ class Context:
         default=0.0,
         metadata={"description": "Sampling temperature of 'llm' policies; 0 = greedy."},
     )
+    resample: int = field(
+        default=8,
+        metadata={"description": "When the decoder rejects an 'llm' policy's answer (malformed, "
+                  "wrong length, an allocation written as a change), ask again up to this many "
+                  "times, sampling at temperature 0.7 with seeds 1, 2, ...; the rejected answers "
+                  "are kept on the round. 0 = never (the fallback applies at once)."},
+    )
     fallback: str | None = field(
         default=None,
         metadata={"description": "When a policy's answer cannot be used (parse error, backend "
@@ -193,7 +200,7 @@ class Context:
             v = getattr(self, name)
             if v is not None and v not in ENCODINGS:
                 raise ValueError(f"context.{name} = {v!r}; choose {' or '.join(ENCODINGS)}")
-        for name, lo in (("window", 1), ("max_rounds", 1)):
+        for name, lo in (("window", 1), ("max_rounds", 1), ("resample", 0)):
             v = getattr(self, name)
             if isinstance(v, float) and v.is_integer():
                 v = int(v)
@@ -250,7 +257,7 @@ class Context:
         adapter = self.reasoner_adapter if role == "reasoner" else self.optimizer_adapter
         encoding = self.reasoner_encoding if role == "reasoner" else self.optimizer_encoding
         sampling = (self.temperature, self.seed) if self.temperature > 0 else (self.temperature,)
-        return (role, name, self.backend, self.base, self.base_url, adapter, encoding, *sampling)
+        return (role, name, self.backend, self.base, self.base_url, adapter, encoding, self.resample, *sampling)
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "Context":

@@ -140,6 +140,9 @@ def _decide(state: State, runtime: Runtime[Context], role: str) -> dict:
         "text": decision.text or "",
         "error": decision.error,
     }
+    rejected = (decision.meta or {}).get("rejected_answers")
+    if rejected:  # answers the decoder rejected before this one (or after it, when none decoded)
+        pending["rejected_answers"] = rejected
     clipped = (decision.meta or {}).get("clipped_to_zero")
     if clipped:  # a delta answer cut these slots below zero; the decoder stopped them at 0
         pending["clipped_to_zero"] = [int(t) for t in clipped]
@@ -307,6 +310,7 @@ def query_env(state: State, runtime: Runtime[Context]) -> dict:
         "proposal": pending.get("proposal"),
         "text": pending.get("text", ""),
         "error": pending.get("error"),
+        "rejected_answers": pending.get("rejected_answers") or [],
         "budget": pending.get("budget"),
         "flags": pending.get("flags") or [],
         "replaced": pending.get("replaced"),
@@ -333,7 +337,7 @@ def finish(state: State, runtime: Runtime[Context]) -> dict:
         for k in range(len(rounds) + 1, ctx.max_rounds + 1):
             carried.append({
                 **last, "round": k, "source": "carried", "role": None, "window": [], "no_plan": False,
-                "proposal": None, "text": "", "error": None, "budget": None, "review": None,
+                "proposal": None, "text": "", "error": None, "rejected_answers": [], "budget": None, "review": None,
                 "flags": [], "replaced": None, "observed_return": None,
             })
     return {"rounds": carried, "done": True, "stop_reason": reason_}

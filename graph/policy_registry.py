@@ -103,7 +103,7 @@ def build_policy(ctx: Context, role: str, name: str) -> Policy:
     if ctx.base_url is not None:  # backend openai: the server(s); else the backend's default
         kw["base_url"] = ctx.base_url
     policy = make_policy("llm", role, backend=ctx.backend, base=ctx.base, adapter=adapter,
-                         encoding=encoding, **kw)
+                         encoding=encoding, resample=ctx.resample, **kw)
     # Concurrent episodes (dara run, Studio threads) share batched generation calls
     # through the backend's request coalescer (policies.backends.coalescer).
     return policy

@@ -92,6 +92,10 @@ class Round(TypedDict, total=False):
     """The model's raw answer for this round (kept when its plan was replaced)."""
     error: str | None
     """Why the model's answer could not be used (typed parse error, policy/backend error)."""
+    rejected_answers: list[dict[str, Any]]
+    """Answers the decoder rejected, asked again (``context.resample``): ``{text, error, seed}``
+    each (seed None = the first, greedy answer). With a usable ``text`` these came before
+    it; with ``error`` set, none of the samples decoded either. Empty = first answer used."""
     budget: BudgetRecord | None
     flags: list[Flag]
     """Self-check findings on ``allocation`` (``{kind, slots, numbers, message}``); empty = passes."""

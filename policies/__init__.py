@@ -30,12 +30,13 @@ def shipped_adapter(role: str) -> Path | None:
 
 def make_policy(name: str, role: str, backend: str = "local", base: str = "embedded",
                 adapter: str | Path | None = None, encoding: str | None = None,
-                chat_model: Any = None, **kw: Any) -> Policy:
+                chat_model: Any = None, resample: int = 0, **kw: Any) -> Policy:
     """A policy by name: ``llm`` or a numeric baseline (``policies.baselines.BASELINES``).
 
     For ``llm``: ``adapter`` is a LoRA directory for ``role`` (``None`` = the shipped
     adapter if any, ``"none"`` = the plain base model); ``encoding`` ``None`` = the one
-    the adapter declares (``policies.adapter_meta``); ``chat_model`` reuses an existing
+    the adapter declares (``policies.adapter_meta``); ``resample`` asks again, sampling, up
+    to that many times when the decoder rejects an answer (``policies.llm``); ``chat_model`` reuses an existing
     backend instead of building one; other keywords go to the backend
     (``max_new_tokens``, ``temperature``, ``batch_size``, ``base_url`` ...). Without
     ``max_new_tokens`` each answer may use ``policies.prompts.answer_token_cap(T)`` tokens.
@@ -61,8 +62,8 @@ def make_policy(name: str, role: str, backend: str = "local", base: str = "embed
             # an explicit cap also caps each call (the policy otherwise follows T)
             cap = {"max_new_tokens": kw["max_new_tokens"]} if kw.get("max_new_tokens") else {}
             return LLMPolicy(role, chat_model, encoding=encoding,
-                             adapter=role if adapters else None, **cap)
-        return LLMPolicy(role, chat_model, encoding=encoding)
+                             adapter=role if adapters else None, resample=resample, **cap)
+        return LLMPolicy(role, chat_model, encoding=encoding, resample=resample)
     from policies.baselines import make_baseline
 
     return make_baseline(name, **kw)

@@ -6,7 +6,11 @@ Backends with ``generate_texts`` (local, vllm, openai) are asked for at most
 ``prompts.answer_token_cap(T, encoding)`` new tokens, so long answers are not truncated
 by a fixed cap; an explicit ``max_new_tokens`` keyword overrides it.
 Bad model text never raises: the decision carries ``allocation=None`` and a typed parse
-error; the raw text is always kept in ``Decision.text``. A backend failure (e.g. a
+error; the raw text is always kept in ``Decision.text``. With ``resample=n`` an answer the
+decoder rejects is asked for again, sampling (``RESAMPLE_TEMPERATURE``, seeds 1..n) until
+one decodes: a greedy answer that restates the allocation instead of a change is often a
+single confident token path the model leaves at another sample. The rejected answers
+stay in ``Decision.meta["rejected_answers"]``; nothing is hidden. A backend failure (e.g. a
 server down) also does not kill the batch: every decision of that call records
 ``error="backend: ..."``.
 """
@@ -17,6 +21,9 @@ from typing import Any, Sequence
 
 from policies.base import Decision, DecisionRequest
 from policies.prompts import DELTA_ENCODINGS, answer_token_cap, decode, encode, resolve_encoding
+
+RESAMPLE_TEMPERATURE = 0.7
+"""Sampling temperature of a resample after a rejected answer (seeds 1, 2, ... in turn)."""
 
 
 class LLMPolicy:
@@ -30,8 +37,12 @@ class LLMPolicy:
 
     def __init__(self, role: str, chat_model: Any, encoding: str | None = None,
                  name: str | None = None, adapter: str | None = "auto",
-                 constrained: bool | str = "auto", **gen_kw: Any):
+                 constrained: bool | str = "auto", resample: int = 0, **gen_kw: Any):
         self.role = role
+        if isinstance(resample, bool) or not isinstance(resample, int) or resample < 0:
+            raise ValueError(f"resample must be an integer >= 0, got {resample!r}")
+        # only backends that take a temperature and seed per call can be asked again
+        self.resample = resample if hasattr(chat_model, "generate_texts") else 0
         # Constrained decoding of the answer format (policies.constrained): on by default
         # for backends that support it (local); the model still picks every digit.
         if constrained == "auto":
@@ -64,10 +75,11 @@ class LLMPolicy:
             return int(self.gen_kw["max_new_tokens"])
         return max(answer_token_cap(T, self.encoding) for T in periods)
 
-    def _texts(self, prompts: list[list[dict[str, str]]], periods: list[int] | None = None) -> list[str]:
+    def _texts(self, prompts: list[list[dict[str, str]]], periods: list[int] | None = None,
+               **sampling: Any) -> list[str]:
         cm = self.chat_model
         if hasattr(cm, "generate_texts"):
-            kw = dict(self.gen_kw)
+            kw = {**self.gen_kw, **sampling}
             if periods:
                 kw["max_new_tokens"] = self.token_cap(periods)
             if self.constrained and periods is not None:
@@ -103,9 +115,38 @@ class LLMPolicy:
             msg = f"backend: {type(e).__name__}: {e}"
             return [Decision(None, text="", error=msg, meta={"error_code": "backend", "policy": self.name})
                     for _ in requests]
-        out = []
-        for r, t in zip(requests, texts):
-            d = decode(t if isinstance(t, str) else str(t), r, self.encoding)
+        out = [decode(t if isinstance(t, str) else str(t), r, self.encoding) for r, t in zip(requests, texts)]
+        self._resample_rejected(requests, prompts, out)
+        for d in out:
             d.meta.update(policy=self.name, role=self.role, adapter=self.adapter)
-            out.append(d)
         return out
+
+    def _resample_rejected(self, requests: list[DecisionRequest], prompts: list, out: list[Decision]) -> None:
+        """Ask again, sampling, for every answer the decoder rejected (in place): seed 1,
+        2, ... up to ``self.resample``, the still-rejected ones batched together. A
+        decision that decodes replaces the rejected one and lists the answers before it;
+        one that never does keeps the first answer and lists every sample."""
+        rejected = {i: [] for i, d in enumerate(out) if d.allocation is None}
+        for seed in range(1, self.resample + 1):
+            if not rejected:
+                return
+            idx = sorted(rejected)
+            try:
+                texts = self._texts([prompts[i] for i in idx], [requests[i].task.periods for i in idx],
+                                    temperature=RESAMPLE_TEMPERATURE, seed=seed)
+            except Exception as e:  # noqa: BLE001 - the first answers and their errors stand
+                for i in idx:
+                    rejected[i].append({"text": "", "error": f"backend: {type(e).__name__}: {e}", "seed": seed})
+                break
+            for i, t in zip(idx, texts):
+                d = decode(t if isinstance(t, str) else str(t), requests[i], self.encoding)
+                if d.allocation is None:
+                    rejected[i].append({"text": d.text, "error": d.error, "seed": seed})
+                    continue
+                first = out[i]
+                d.meta["rejected_answers"] = [{"text": first.text, "error": first.error, "seed": None},
+                                              *rejected.pop(i)]
+                d.meta["resample_seed"] = seed
+                out[i] = d
+        for i, tries in rejected.items():
+            out[i].meta["rejected_answers"] = tries

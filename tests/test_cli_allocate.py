@@ -101,6 +101,27 @@ def test_an_allocation_written_as_a_change_is_no_plan_not_the_current_one(tmp_pa
     assert data["plan"] is None and data["raw_text"] == restated
 
 
+def test_a_resampled_answer_is_the_plan_and_says_so(tmp_path, policy):
+    """The greedy answer restates the allocation; the first sample is a change: that is the
+    plan, and the console says the model was asked again (the rejected answer with -v)."""
+    from policies.llm import LLMPolicy
+
+    unit = TASK["budget"] / TASK["periods"]
+    restated = "<answer>[" + ",".join(f"{a / unit:.2f}" for a in TASK["history"][-1]["allocation"]) + "]</answer>"
+
+    class SamplesAChange:
+        def generate_texts(self, prompts, seed=None, **kw):
+            return ["<answer>[0.10,-0.10,0.00,0.00]</answer>" if seed else restated] * len(prompts)
+
+    name = policy("resampled", LLMPolicy("reasoner", SamplesAChange(), encoding="delta-hint", resample=8))
+    code, text = _run(tmp_path, "--reasoner", name)
+    assert code == 0 and "plan from: resampled: sample 1, asked again after 1 rejected answer" in text
+    code, text = _run(tmp_path, "--reasoner", name, "--verbose")
+    assert code == 0
+    assert "asked 1 more time(s) after a rejected answer; the answer of sample 1 is the plan" in text
+    assert "rejected answer (seed None)" in text and "not_a_change" in text
+
+
 def test_fallback_plans_numerically_and_says_so(tmp_path, policy):
     # --fallback is Context.fallback: the graph plans the round with the numeric policy
     name = policy("garbled", Fixed(None))

@@ -37,3 +37,17 @@ def test_answers_pair_with_the_hint_of_their_window(tmp_path, capsys):
     assert abs(np.abs(rows[1][3] - rows[1][2]).max() - 0.7) < 0.006
     assert _load().main([str(path)]) == 0
     assert "equal to the rounded hint: 0.50" in capsys.readouterr().out
+
+
+def test_recorded_requests_keep_their_own_window_when_collected(tmp_path):
+    """The Reasoner's request is the history alone, also when every request is collected
+    first (it once aliased the records pool, which later rounds extend)."""
+    spec = {"family": "quadratic", "n": 2, "periods": 4, "budget": 4.0, "seed": 7, "noise": 0.0,
+            "history": 3, "kw": {}, "index": 1}
+    rounds = [{"round": k, "source": "reasoner" if k == 1 else "optimizer", "allocation": [1.0] * 4,
+               "mroi": [0.5] * 4, "text": ""} for k in (1, 2, 3)]
+    path = tmp_path / "episodes.jsonl"
+    path.write_text(json.dumps({"id": "e0", "status": "ok", "env": spec, "rounds": rounds}) + "\n")
+    requests = [req for _, _, req in _load().recorded_requests(path, 3)]
+    assert [len(r.window) for r in requests] == [3, 3, 3]
+    assert requests[0].window == list(env_from_spec(spec, 1).task(0).history)

@@ -203,7 +203,7 @@ def test_a_context_with_a_fleet_spreads_episodes_over_it(fleet, tmp_path):
 
     urls, seen = fleet
     ctx = Context(reasoner="llm", optimizer="gradient", backend="openai", base_url=",".join(urls),
-                  reasoner_adapter="none", max_rounds=1)
+                  reasoner_adapter="none", max_rounds=1, resample=0)  # one request per episode
     result = run_episodes(ctx, family_episodes("quadratic", 4, seed=1), tmp_path / "o", concurrency=2)
     assert result.errors == 0 and [len(s) for s in seen] == [2, 2]
     assert all(e["rounds"][0]["text"].startswith("base-m|") for e in result.records)

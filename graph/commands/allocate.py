@@ -182,9 +182,15 @@ def _print_round(r: dict, labels, out: TextIO, verbose: bool, ctx: Context) -> N
         print("  " + _source_line(source, why, r.get("role")), file=out)
     for f in r.get("flags") or []:
         print(f"  check ({f.get('kind')}): {f.get('message')}", file=out)
+    rejected = r.get("rejected_answers") or []
+    if rejected:
+        what = "none of them decoded either" if not ok else f"the answer of sample {len(rejected)} is the plan"
+        print(f"  the model was asked {len(rejected)} more time(s) after a rejected answer; {what}", file=out)
     text = (r.get("text") or "").strip()
     if verbose and text:
         print(f"  model answer: {text}", file=out)
+        for a in rejected:
+            print(f"  rejected answer (seed {a.get('seed')}): {a.get('text')!r}: {a.get('error')}", file=out)
     b = r.get("budget") or {}
     if verbose and b.get("changed") and not b.get("used_fallback"):
         print("  budget tool: " + "; ".join(b.get("reasons") or ["adjusted"]), file=out)
@@ -345,6 +351,10 @@ def _conclude(args, setup: Setup, values: dict, final: dict | None, out: TextIO)
     rep = plan_report(evidence, plan, current=current)
     flags = list(final["flags"]) if isinstance(final.get("flags"), list) else [f.model_dump() for f in rep.flags]
     note = None if source == "model" and not why else _source_line(source, why, final.get("role"))
+    if final.get("source") in ("reasoner", "optimizer") and final.get("rejected_answers") and source != "edited":
+        n = len(final["rejected_answers"])
+        note = (f"{_source_line(source, why, final.get('role'))}: sample {n}, asked again after {n} rejected "
+                "answer(s) (--verbose shows them)")
     print("\nplan:\n" + format_plan(rep, flags, note), file=out)
     if args.plot:
         from graph.commands.plan_plot import plot_plan

@@ -15,8 +15,8 @@ numeric benchmark never loads torch.
 Output: a Markdown table per metric (methods x rounds) on stdout, ``--json`` with
 ``{"config": {...}, "methods": {name: {"regret": [K], "mroi_var": [K],
 "dispersion": [K], "regret_ci95": [[lo, hi]] * K, ...}}}`` (LLM methods add
-``parse_error_rate``, ``fallback_rate``, their ``_by_round`` lists and ``llm_decisions``;
-both rates are printed when above zero) and ``--plot`` per-round curves. With several families (``--family quadratic,hill``) the JSON holds
+``parse_error_rate``, ``fallback_rate``, their ``_by_round`` lists, ``resample_rate`` and
+``llm_decisions``; the rates are printed when above zero) and ``--plot`` per-round curves. With several families (``--family quadratic,hill``) the JSON holds
 ``"families": {family: {"methods": ...}}`` instead of a top-level ``"methods"``.
 
 :func:`run_bench` is the typed entry point (``dara demo`` calls it); :func:`main` parses
@@ -117,11 +117,11 @@ def run_bench(plan: BenchPlan, context: Context, *, concurrency: int = 16, llm_o
         print(markdown_table(results[fam], "regret", scale=100), file=out)
         print(f"\n## {fam}: MROI variance across slots\n", file=out)
         print(markdown_table(results[fam], "mroi_var", fmt="{:.2e}"), file=out)
-        rates = {name: (res["parse_error_rate"], res.get("fallback_rate", 0.0))
+        rates = {name: (res["parse_error_rate"], res.get("fallback_rate", 0.0), res.get("resample_rate", 0.0))
                  for name, res in results[fam].items() if "parse_error_rate" in res}
-        if any(p > 0 or f > 0 for p, f in rates.values()):
-            print("\nparse-error / fallback rate: " + ", ".join(f"{k} {p:.2%} / {f:.2%}"
-                                                             for k, (p, f) in rates.items()), file=out)
+        if any(p > 0 or f > 0 or r > 0 for p, f, r in rates.values()):
+            print("\nparse-error / fallback / resampled rate: " + ", ".join(
+                f"{k} {p:.2%} / {f:.2%} / {r:.2%}" for k, (p, f, r) in rates.items()), file=out)
     return results
 
 

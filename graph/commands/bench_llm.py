@@ -23,8 +23,10 @@ them; an installed wheel does not, and the method then fails before any episode 
 decode, or the backend failed), over all LLM decisions; ``fallback_rate`` counts LLM
 decisions whose plan did not come from the model (parse and backend errors, where the
 episode held its previous plan, and plans the self-check replaced:
-``graph.commands.summaries.is_fallback``); both by round too. Rounds ``carried`` after
-an early stop are no decisions and are not counted.
+``graph.commands.summaries.is_fallback``); both by round too. ``resample_rate`` counts
+LLM decisions whose first answer the decoder rejected and a resample (``context.resample``)
+then decoded: their plan came from the model, so they are neither errors nor fallbacks.
+Rounds ``carried`` after an early stop are no decisions and are not counted.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ def read_episodes(path: Path, rounds: int, llm_roles: tuple[bool, bool] = (True,
     llm_total = np.zeros(rounds)
     llm_errors = np.zeros(rounds)
     llm_fallbacks = np.zeros(rounds)
+    llm_resampled = np.zeros(rounds)
     for r in recs:
         for k, rd in enumerate(r["rounds"][:rounds]):
             if rd.get("source") == "carried" or not llm_roles[0 if k == 0 else 1]:
@@ -113,6 +116,7 @@ def read_episodes(path: Path, rounds: int, llm_roles: tuple[bool, bool] = (True,
             llm_total[k] += 1
             llm_errors[k] += rd.get("error") is not None
             llm_fallbacks[k] += is_fallback(rd)
+            llm_resampled[k] += rd.get("error") is None and bool(rd.get("rejected_answers"))
     total = llm_total.sum()
 
     def rate(counts: np.ndarray) -> float:
@@ -123,6 +127,7 @@ def read_episodes(path: Path, rounds: int, llm_roles: tuple[bool, bool] = (True,
         "parse_error_rate_by_round": [float(e / t) if t else None for e, t in zip(llm_errors, llm_total)],
         "fallback_rate": rate(llm_fallbacks),
         "fallback_rate_by_round": [float(f / t) if t else None for f, t in zip(llm_fallbacks, llm_total)],
+        "resample_rate": rate(llm_resampled),
         "llm_decisions": int(total),
     }
     return per_round, stats

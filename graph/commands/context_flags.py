@@ -17,7 +17,7 @@ from graph.context import Context
 from tools.config_flags import add_flags
 
 MODEL_FIELDS = ("backend", "base", "base_url", "reasoner_adapter", "optimizer_adapter", "reasoner_encoding",
-                "optimizer_encoding", "temperature")
+                "optimizer_encoding", "temperature", "resample")
 """The fields that choose and configure the chat model of 'llm' policies."""
 POLICY_FIELDS = ("reasoner", "optimizer")
 ROUNDS_FLAGS = ["--rounds", "--max-rounds"]

@@ -78,6 +78,7 @@ def episode_record(eid: str, values: dict, ctx: Context, seconds: float) -> dict
                 "budget_reasons": (r.get("budget") or {}).get("reasons", []),
                 "flags": r.get("flags") or [],
                 **({"no_plan": True} if r.get("no_plan") else {}),
+                **({"rejected_answers": r["rejected_answers"]} if r.get("rejected_answers") else {}),
             }
             for r in rounds
         ],
