@@ -13,7 +13,9 @@ product changes:
         --json runs/hint-trial/media-T16.json --llm-out runs/hint-trial/episodes/media-T16
 
 Compare with the matrix cell of the same seed and environments
-(``docs/data/matrix/<cell>.json``; its episodes pair with these by episode id).
+(``docs/data/matrix/<cell>.json``; its episodes pair with these by episode id). The
+figures in ``docs/data/hint-trial/`` were taken when ``grow`` was off by default (1);
+``--option grow:1`` now runs that old behaviour against the default.
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ def local_model(
     trust: float = 1.0,
     iters: int = 60,
     z: float = PLANNING_Z,
-    grow: float = 1.0,
+    grow: float = 2.0,
     grow_after: float = 0.9,
     no_slope_trust: float | None = None,
 ) -> np.ndarray:
@@ -106,13 +106,14 @@ def local_model(
     ones made ``z`` standard errors steeper (:func:`tools.local_response.planning_slopes`):
     noisy, closely spaced records give shallow slopes and overlong steps otherwise.
 
-    Two trust-region options, off by default (docs/results.md §11 measures them):
+    Two trust-region options (docs/results.md §11 measures them):
 
-    - ``grow`` > 1: a slot whose last two moves in the window went the same way, the
-      last at least ``grow_after * trust``, may move ``grow * trust``: a nearly linear
+    - ``grow`` (default 2; 1 = off): a slot whose last two moves in the window went the
+      same way, the last at least ``grow_after * trust``, may move ``grow * trust``, as a
+      trust-region method widens its radius after steps that kept going: a nearly linear
       channel (MROI flat in spend) far from its best spend otherwise crawls there one
       trust region a round.
-    - ``no_slope_trust``: the trust region (units of B/T) of a window in which no slot has
+    - ``no_slope_trust`` (off by default): the trust region (units of B/T) of a window in which no slot has
       a usable slope (:func:`tools.local_response.usable_slopes`). Its plan rests on the
       ``-mean(r)/(B/T)`` prior alone, which is nearly flat when the MROI level is near
       zero (at a converged optimum), so the full trust region can be a wild step.

@@ -74,14 +74,16 @@ def test_an_uncertain_slope_takes_a_shorter_step():
 
 
 def test_grow_widens_the_trust_region_of_a_slot_that_keeps_moving_one_way():
-    """A nearly linear channel (flat MROI) with far better MROI than the rest: by default it
-    gains one trust region a round; with grow=2 a slot whose last two moves went its way,
-    the last a full trust region, may take two. Others keep the plain trust region."""
+    """A nearly linear channel (flat MROI) with far better MROI than the rest: with grow=1
+    it gains one trust region a round; with grow=2 (the default) a slot whose last two
+    moves went its way, the last a full trust region, may take two. Others keep the plain
+    trust region."""
     T, B = 4, 4.0
     wa = np.array([[[0.2, 1.3, 1.3, 1.2], [1.2, 1.0, 0.9, 0.9], [2.2, 0.6, 0.6, 0.6]]])  # slot 1: +1, +1
     wr = np.array([[[3.0, 0.9, 0.8, 0.85], [3.0, 1.0, 1.0, 1.0], [3.0, 1.2, 1.15, 1.1]]])
-    plain = propose_arrays("local-model", wa, wr, budget=B)[0]
+    plain = propose_arrays("local-model", wa, wr, budget=B, grow=1.0)[0]
     grown = propose_arrays("local-model", wa, wr, budget=B, grow=2.0)[0]
+    np.testing.assert_array_equal(propose_arrays("local-model", wa, wr, budget=B)[0], grown)
     assert plain[0] - wa[0, -1, 0] == pytest.approx(1.0)  # the trust region: one B/T
     assert 1.0 + 1e-6 < grown[0] - wa[0, -1, 0] <= 2.0 + 1e-9
     assert np.abs(grown[1:] - wa[0, -1, 1:]).max() <= 1.0 + 1e-9

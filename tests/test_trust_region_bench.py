@@ -30,7 +30,7 @@ def test_hint_trial_runs_bench_with_the_options_and_restores_local_model(tmp_pat
 
     original = baselines.local_model
     out = {}
-    for name, opts in (("base", []), ("grow", ["--option", "grow:2"])):
+    for name, opts in (("off", ["--option", "grow:1"]), ("default", [])):
         path = tmp_path / f"{name}.json"
         code = load_benchmark("hint_trial").main(opts + ["--", "--family", "media", "--periods", "16", "--envs", "8",
                                                          "--rounds", "4", "--seed", "7", "--policies", "local-model",
@@ -38,7 +38,7 @@ def test_hint_trial_runs_bench_with_the_options_and_restores_local_model(tmp_pat
         assert code == 0
         out[name] = json.loads(path.read_text())
     assert baselines.local_model is original and baselines._FUNCS["local-model"] is original
-    assert out["base"]["methods"]["local-model"] != out["grow"]["methods"]["local-model"]
+    assert out["off"]["methods"]["local-model"] != out["default"]["methods"]["local-model"]
 
 
 def test_redecode_finds_the_answers_the_current_decoder_rejects(tmp_path, capsys):
