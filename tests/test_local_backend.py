@@ -59,6 +59,14 @@ def test_sampling_is_seeded(plain):
     assert a == b
 
 
+def test_a_seeded_sample_does_not_depend_on_its_batch(plain):
+    """The same prompt and seed give the same sample alone, with neighbours, in any order."""
+    alone = plain.generate_texts(PROMPTS[1:2], temperature=1.0, seed=3, max_new_tokens=12)[0]
+    mixed = plain.generate_texts([PROMPTS[3], PROMPTS[1], PROMPTS[0]], temperature=1.0, seed=3, max_new_tokens=12)
+    assert mixed[1] == alone
+    assert plain.generate_texts(PROMPTS[:2], temperature=1.0, seed=3, max_new_tokens=12)[1] == alone
+
+
 def test_adapter_changes_output_and_switches(with_adapters, plain):
     base = with_adapters.generate_texts(PROMPTS[:4], adapter=None)
     r = with_adapters.generate_texts(PROMPTS[:4], adapter="reasoner")

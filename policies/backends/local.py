@@ -16,8 +16,10 @@ concurrent calls from many threads (one LangGraph thread per episode) are gather
 ``batch_size`` requests) into one batched generate per adapter, answer-token cap,
 answer format and sampling setting.
 
-Generation is greedy unless ``temperature > 0``. ``seed`` seeds torch before a sampled
-generate (reproducible for the same batch). Generation stops at ``</answer>`` (kept in
+Generation is greedy unless ``temperature > 0``. With a ``seed`` each prompt is sampled
+on its own with torch seeded before it, so its answer depends on the prompt and the seed
+alone, not on the batch it came in (what a resample after a rejected answer needs to be
+reproducible across runs and servers); without one, sampling is batched. Generation stops at ``</answer>`` (kept in
 the text) or EOS, capped at ``max_new_tokens`` (default 64; a call may pass its own, e.g.
 ``invoke(messages, max_new_tokens=20)``). LangChain ``stop=`` strings are honoured the
 LangChain way (text cut before them). ``bf16=True`` runs generation under CPU bfloat16
@@ -258,11 +260,15 @@ class LocalChatModel(BatchedChatModel):
             else:
                 ctx = nullcontext()
             amp = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext()
+            # a seeded sample is drawn one prompt at a time, the seed set before each: what a
+            # prompt gets then depends on the prompt and the seed, not on its batch neighbours
+            seeded = temp > 0 and seed is not None
+            step = 1 if seeded else self.batch_size
             with ctx, amp, torch.inference_mode():
-                if temp > 0 and seed is not None:
-                    torch.manual_seed(int(seed))
-                for s in range(0, len(order), self.batch_size):
-                    idx = order[s: s + self.batch_size]
+                for s in range(0, len(order), step):
+                    idx = order[s: s + step]
+                    if seeded:
+                        torch.manual_seed(int(seed))
                     seqs = [token_ids[i] for i in idx]
                     kw_b = gen_kw
                     if answer_format is not None:
