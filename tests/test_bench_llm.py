@@ -131,4 +131,14 @@ def test_fallback_counting_knows_every_source_the_graph_writes(round_, counted):
 
     assert is_fallback(round_) is counted
     carried = {"source": "carried", "no_plan": False}
-    assert fallback_counts([{"rounds": [round_, carried]}]) == (int(counted), 0 if round_ == carried else 1)
+    assert fallback_counts([{"rounds": [round_, carried]}]) == (int(counted), 0, 0 if round_ == carried else 1)
+
+
+def test_a_resampled_decision_is_the_policys_not_a_fallback():
+    from graph.commands.summaries import fallback_counts, is_fallback, is_resampled
+
+    resampled = {"source": "optimizer", "error": None, "rejected_answers": [{"text": "x", "error": "e", "seed": None}]}
+    never = {"source": "fallback", "no_plan": True, "error": "e", "rejected_answers": [{"text": "y", "error": "e", "seed": 1}]}
+    assert is_resampled(resampled) and not is_fallback(resampled)
+    assert not is_resampled(never) and is_fallback(never)
+    assert fallback_counts([{"rounds": [resampled, never]}]) == (1, 1, 2)

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from graph.commands.episode_log import EPISODES, repair_and_read
-from graph.commands.summaries import is_fallback, metric_arrays
+from graph.commands.summaries import is_fallback, is_resampled, metric_arrays
 from graph.context import Context
 
 ADAPTER_DIR = Path(__file__).resolve().parents[2] / "policies" / "adapters"
@@ -116,7 +116,7 @@ def read_episodes(path: Path, rounds: int, llm_roles: tuple[bool, bool] = (True,
             llm_total[k] += 1
             llm_errors[k] += rd.get("error") is not None
             llm_fallbacks[k] += is_fallback(rd)
-            llm_resampled[k] += rd.get("error") is None and bool(rd.get("rejected_answers"))
+            llm_resampled[k] += is_resampled(rd)
     total = llm_total.sum()
 
     def rate(counts: np.ndarray) -> float:

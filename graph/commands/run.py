@@ -25,7 +25,8 @@ Outputs in ``--out DIR`` (the same files with or without ``--server``):
 
 A malformed model answer is recorded (source ``fallback``, ``error``), never fatal; an
 episode that fails outright is recorded with ``"status": "error"``. The share of decisions
-whose plan did not come from the policy (the fallback rate) is printed when above zero.
+whose plan did not come from the policy (the fallback rate) is printed when above zero,
+and so is the number of decisions that used a later sample after a rejected answer.
 
 Bad input (flags, ``--tasks`` lines, adapters, base model, model servers, a ``--server``
 that does not answer or serves no ``dara`` graph, an ``--out`` that is a file) exits 2
@@ -134,8 +135,11 @@ def _main(args: argparse.Namespace) -> int:
         rate = result.ran / result.seconds * 60 if result.seconds > 0 and result.ran else float("nan")
         print(f"{len(result.records)} episodes in {out} ({result.ran} run now in {result.seconds:.1f}s, "
               f"{rate:.1f} episodes/min; {result.errors} failed)")
-    fell, decisions = fallback_counts(result.records)
+    fell, resampled, decisions = fallback_counts(result.records)
     if fell:
         print(f"fallback rate: {fell / decisions:.1%} ({fell} of {decisions} decisions did not use the "
               "policy's answer: parse or backend errors, self-check replacements)", file=sys.stderr)
+    if resampled:
+        print(f"resampled: {resampled} of {decisions} decisions used a later sample after a rejected "
+              "answer (the rejected ones are each round's rejected_answers)", file=sys.stderr)
     return 0 if result.errors == 0 else 1

@@ -36,16 +36,24 @@ def is_fallback(round_: dict) -> bool:
     return bool(round_.get("no_plan")) or src not in FROM_POLICY
 
 
-def fallback_counts(records: Iterable[dict]) -> tuple[int, int]:
-    """(fallback decisions, decisions) over finished episodes (``carried`` rounds excluded)."""
-    fell = total = 0
+def is_resampled(round_: dict) -> bool:
+    """A decision whose first answer the decoder rejected and a later sample
+    (``context.resample``) then decoded: the plan is the policy's, not a fallback."""
+    return round_.get("error") is None and bool(round_.get("rejected_answers"))
+
+
+def fallback_counts(records: Iterable[dict]) -> tuple[int, int, int]:
+    """(fallback decisions, resampled decisions, decisions) over finished episodes
+    (``carried`` rounds excluded)."""
+    fell = resampled = total = 0
     for r in records:
         for rd in r.get("rounds") or []:
             if rd.get("source") == "carried":
                 continue
             total += 1
             fell += is_fallback(rd)
-    return fell, total
+            resampled += is_resampled(rd)
+    return fell, resampled, total
 
 
 # ---- episodes (dara run) -------------------------------------------------------------------
