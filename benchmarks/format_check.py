@@ -66,7 +66,8 @@ def check(adapters: list[tuple[str, str | None]], cells: list[tuple[str, int | N
             t0 = time.time()
             res = evaluate(role=role, adapter=adapter, base=base, family=family, n=n, seed=seed, periods=T,
                            noise=noise, constrained=False, chat=chat)
-            res["well_formed_rate"] = 1.0 - res["parse_error_rate"]
+            # the format kept; an answer the decoder rejects as not_a_change was well formed
+            res["well_formed_rate"] = 1.0 - res["parse_error_rate"] + res["not_a_change_rate"]
             rows.append(res)
             hint = "-" if res["hint_copy_rate"] is None else f"{res['hint_copy_rate']:.2f}"
             print(f"{role:9s} {adapter:55s} {family:12s} T={res['periods']:<3d} well-formed "

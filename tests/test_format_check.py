@@ -36,6 +36,17 @@ def test_unconstrained_eval_lets_a_random_model_fail_the_format():
     forced = evaluate(role="optimizer", base="tiny-random", n=3, bf16=False, encoding="absolute")
     assert free["constrained"] is False and free["parse_error_rate"] == 1.0
     assert forced["parse_error_rate"] == 0.0
+    assert free["not_a_change_rate"] == forced["not_a_change_rate"] == 0.0  # absolute answers never are
+
+
+def test_a_well_formed_answer_that_restates_the_allocation_is_counted_apart():
+    """Signed answers from a random model, format enforced: every one is well formed, and
+    those the decoder rejects as ``not_a_change`` are counted as such, not as format errors."""
+    from training.evaluate import evaluate
+
+    res = evaluate(role="optimizer", base="tiny-random", n=4, bf16=False, encoding="delta")
+    codes = {e.split(":")[0] for e in res["errors"]}
+    assert codes == {"not_a_change"} and res["not_a_change_rate"] == res["parse_error_rate"] > 0
 
 
 def test_eval_takes_the_cell_slot_count_and_data_families_keep_theirs():

@@ -10,7 +10,8 @@ rate then says how often the adapter keeps the format by itself, which is what a
 OpenAI-compatible server (no constraint) gets (``benchmarks/format_check.py``). Answers
 are projected onto the budget set (``tools.budget.project``)
 and scored by value regret (``tools.metrics.regret``). Unparseable answers fall back to
-the current plan (the last record shown) and count in ``parse_error_rate``. The numeric
+the current plan (the last record shown) and count in ``parse_error_rate`` (``not_a_change_rate`` is the part of it whose format
+was right: a signed answer that restates an allocation). The numeric
 teacher and "keep the current plan" are reported beside it. The full per-round
 comparison is ``dara bench``.
 """
@@ -41,6 +42,7 @@ def evaluate(role: str = "reasoner", adapter: str | None = None, base: str = "em
     from tools.budget import project
     from tools.metrics import regret
     from policies.observations import copies_hint
+    from policies.prompts import error_code
     from training.rollouts import heldout_prompts
 
     enc = encoding_for(role, adapter, encoding)
@@ -80,6 +82,8 @@ def evaluate(role: str = "reasoner", adapter: str | None = None, base: str = "em
         "regret": float(reg.mean()), "regret_median": float(np.median(reg)),
         "regret_teacher": float(reg_teacher.mean()), "regret_current_plan": float(reg_current.mean()),
         "parse_error_rate": len(errors) / max(1, n), "errors": errors[:5], "constrained": bool(constrained),
+        # the format was right but the numbers restate an allocation (policies.prompts.not_a_change)
+        "not_a_change_rate": sum(error_code(e) == "not_a_change" for e in errors) / max(1, n),
         "periods": int(p.requests[0].task.periods) if p.requests else None,
         "hint_copy_rate": float(np.mean(copies)) if copies else None,
         "seconds_generate": secs, "example": texts[0] if texts else None,
