@@ -200,3 +200,12 @@ def test_fallback_rate_is_printed_when_above_zero(tmp_path, register_policy, cap
     assert "fallback rate: 66.7% (4 of 6 decisions" in err
     assert main(ARGS + ["--episodes", "2", "--out", str(tmp_path / "ok")]) == 0
     assert "fallback rate" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["quadratic", "exponential", "hill", "media"])
+def test_dara_run_sizes_every_synthetic_family(family):
+    """--periods/--budget reach every synthetic family (media was once left at T = 6)."""
+    from graph.commands.episode_sources import family_episodes
+
+    env = family_episodes(family, 1, periods=9, budget=90.0)[0][1]["env"]
+    assert (env["periods"], env["budget"]) == (9, 90.0)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 Episode = tuple[str, dict[str, Any]]
-SYNTHETIC = ("quadratic", "exponential", "hill")
+SYNTHETIC = ("quadratic", "exponential", "hill", "media")
 """Families whose size is set by ``periods`` and ``budget`` (the others come from data)."""
 
 
