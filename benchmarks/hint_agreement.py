@@ -7,8 +7,11 @@ rebuilds every prompt's hint from a ``dara bench --llm-out`` episodes file (the
 environment from the episode's spec, the window from the history and the applied rounds,
 as the graph builds it) and compares it with the answer:
 
-    python benchmarks/hint_agreement.py docs/data/rl-compare/episodes/rl-gen-grpo-optimizer-hint-robyn/robyn/dara/episodes.jsonl
-    python benchmarks/hint_agreement.py --role reasoner docs/data/matrix/episodes/robyn-n0.1/robyn/dara/episodes.jsonl
+    python benchmarks/hint_agreement.py --option grow:1 docs/data/rl-compare/episodes/rl-gen-grpo-optimizer-hint-robyn/robyn/dara/episodes.jsonl
+    python benchmarks/hint_agreement.py --option grow:1 --role reasoner docs/data/matrix/episodes/robyn-n0.1/robyn/dara/episodes.jsonl
+
+(``--option grow:1``: those runs predate ``grow=2`` as ``local-model``'s default; the hint
+is rebuilt as they showed it.)
 
 Prints the share of answers equal to the rounded hint (within 0.01 per slot), the
 distribution of the largest per-slot deviation, and the worst cases.
@@ -75,9 +78,19 @@ def main(argv=None) -> int:
     ap.add_argument("--role", choices=("optimizer", "reasoner"), default="optimizer",
                     help="whose answers to compare (the Reasoner answers round 1)")
     ap.add_argument("--worst", type=int, default=5, help="worst cases to print")
+    ap.add_argument("--option", action="append", default=[],
+                    help="param:value for local_model as the episodes ran it (e.g. grow:1 for runs before "
+                         "grow=2 was the default: docs/data/matrix, docs/data/rl-compare)")
     args = ap.parse_args(argv)
+    from benchmarks.trust_region import local_model_options, parse_variant
+
+    try:
+        _, options = parse_variant("episodes=" + ",".join(args.option))
+    except ValueError as e:
+        ap.error(f"--option: {e}")
     for path in args.episodes:
-        rows = answers_and_hints(path, args.window, args.role)
+        with local_model_options(options):
+            rows = answers_and_hints(path, args.window, args.role)
         if not rows:
             print(f"{path}: no parsed {args.role} answers")
             continue

@@ -8,7 +8,7 @@ not trained on (larger moves, say). This runs ``dara bench`` in-process with
 so the hint, the ``local-model`` baseline and any fallback all use them; nothing in the
 product changes:
 
-    python benchmarks/hint_trial.py --option grow:2 -- --family media --periods 16 --noise 0.1 \\
+    python benchmarks/hint_trial.py --option grow:1 -- --family media --periods 16 --noise 0.1 \\
         --envs 20 --rounds 10 --seed 7 --policies dara,local-model \\
         --json runs/hint-trial/media-T16.json --llm-out runs/hint-trial/episodes/media-T16
 
@@ -21,7 +21,6 @@ figures in ``docs/data/hint-trial/`` were taken when ``grow`` was off by default
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from pathlib import Path
 
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.trust_region import parse_variant  # noqa: E402
+from benchmarks.trust_region import local_model_options, parse_variant  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,18 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         _, options = parse_variant("trial=" + ",".join(args.option))
     except ValueError as e:
         ap.error(f"--option: {e}")
-    from policies import baselines
     from graph.commands import bench
 
-    original = baselines.local_model
-    trial = functools.partial(original, **options)
-    baselines.local_model = trial  # read by policies.observations.window_hint at each call
-    baselines._FUNCS["local-model"] = trial
     print(f"local-model options for this run: {options}", file=sys.stderr)
-    try:
+    with local_model_options(options):
         return bench.main(bench_args)
-    finally:
-        baselines.local_model = baselines._FUNCS["local-model"] = original
 
 
 if __name__ == "__main__":

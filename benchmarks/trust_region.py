@@ -28,6 +28,8 @@ level on an idle box.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import sys
 from pathlib import Path
@@ -43,6 +45,22 @@ from graph.commands.bench_numeric import run_numeric  # noqa: E402
 
 PARAMS = {"grow": float, "grow_after": float, "no_slope_trust": float, "trust": float, "z": float}
 JUMP = 0.02
+
+
+@contextlib.contextmanager
+def local_model_options(options: dict):
+    """``policies.baselines.local_model`` with ``options`` everywhere it plans (the numeric
+    baseline, the ``hint=`` line of ``delta-hint`` prompts, any fallback) inside the block,
+    restored after it: to rebuild or rerun what ran under other settings (e.g. ``grow=1``)."""
+    from policies import baselines
+
+    original = baselines.local_model
+    patched = functools.partial(original, **options)
+    baselines.local_model = baselines._FUNCS["local-model"] = patched  # read at each call
+    try:
+        yield
+    finally:
+        baselines.local_model = baselines._FUNCS["local-model"] = original
 
 
 def parse_variant(spec: str) -> tuple[str, dict]:

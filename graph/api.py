@@ -64,6 +64,9 @@ class PlanResult(PlanReport):
     raw_text: str = Field("", description="The model's raw answer (empty for numeric policies).")
     error: str | None = Field(None, description="Why the model's answer could not be used, if it could not.")
     replaced: dict[str, Any] | None = Field(None, description="The plan this one replaced (fallback or self-check).")
+    rejected_answers: list[dict[str, Any]] = Field(
+        default_factory=list, description="Answers the decoder rejected before this one and that the policy "
+        "asked again for (context.resample): {text, error, seed}; empty = the first answer was used.")
     provenance: dict[str, Any] = Field(default_factory=dict,
                                        description="model, backend, policies, adapters {path, sha256}, seed, version.")
 
@@ -75,7 +78,8 @@ class PlanResult(PlanReport):
         data = report.model_dump()
         data["flags"] = [Flag.model_validate(f) for f in record.get("flags") or []]
         return cls(**data, source=record["source"], raw_text=record.get("text") or "",
-                   error=record.get("error"), replaced=record.get("replaced"), provenance=prov)
+                   error=record.get("error"), replaced=record.get("replaced"),
+                   rejected_answers=list(record.get("rejected_answers") or []), provenance=prov)
 
 
 class NoPlanError(RuntimeError):

@@ -145,7 +145,9 @@ class Context:
     )
     temperature: float = field(
         default=0.0,
-        metadata={"description": "Sampling temperature of 'llm' policies; 0 = greedy."},
+        metadata={"description": "Sampling temperature of 'llm' policies; 0 = greedy. Above 0 the "
+                  "local backend samples one prompt at a time, seeded, so an answer does not depend on "
+                  "the episodes it is batched with (slower than greedy batches)."},
     )
     resample: int = field(
         default=8,

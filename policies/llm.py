@@ -7,8 +7,8 @@ Backends with ``generate_texts`` (local, vllm, openai) are asked for at most
 by a fixed cap; an explicit ``max_new_tokens`` keyword overrides it.
 Bad model text never raises: the decision carries ``allocation=None`` and a typed parse
 error; the raw text is always kept in ``Decision.text``. With ``resample=n`` an answer the
-decoder rejects is asked for again, sampling (``RESAMPLE_TEMPERATURE``, seeds 1..n) until
-one decodes: a greedy answer that restates the allocation instead of a change is often a
+decoder rejects is asked for again, sampling (``RESAMPLE_TEMPERATURE``, seeds 1..n after
+the policy's own seed, if any) until one decodes: a greedy answer that restates the allocation instead of a change is often a
 single confident token path the model leaves at another sample. The rejected answers
 stay in ``Decision.meta["rejected_answers"]``; nothing is hidden. A backend failure (e.g. a
 server down) also does not kill the batch: every decision of that call records
@@ -122,23 +122,23 @@ class LLMPolicy:
         return out
 
     def _resample_rejected(self, requests: list[DecisionRequest], prompts: list, out: list[Decision]) -> None:
-        """Ask again, sampling, for every answer the decoder rejected (in place): seed 1,
-        2, ... up to ``self.resample``, the still-rejected ones batched together. A
-        decision that decodes replaces the rejected one and lists the answers before it;
-        one that never does keeps the first answer and lists every sample."""
+        """Ask again, sampling, for every answer the decoder rejected (in place): seeds
+        ``base + 1 .. base + self.resample`` (``base`` = the policy's own seed, else 0), one
+        request per call, so the seed recorded is the seed the backend used (batched
+        OpenAI-compatible and vLLM calls seed request i with ``seed + i``). A decision that
+        decodes replaces the rejected one and lists the answers before it; one that never
+        does keeps the first answer and lists every sample."""
+        base = int(self.gen_kw.get("seed") or 0)
         rejected = {i: [] for i, d in enumerate(out) if d.allocation is None}
-        for seed in range(1, self.resample + 1):
-            if not rejected:
-                return
-            idx = sorted(rejected)
-            try:
-                texts = self._texts([prompts[i] for i in idx], [requests[i].task.periods for i in idx],
-                                    temperature=RESAMPLE_TEMPERATURE, seed=seed)
-            except Exception as e:  # noqa: BLE001 - the first answers and their errors stand
-                for i in idx:
+        for i in sorted(rejected):
+            for seed in range(base + 1, base + self.resample + 1):
+                try:
+                    texts = self._texts([prompts[i]], [requests[i].task.periods],
+                                        temperature=RESAMPLE_TEMPERATURE, seed=seed)
+                except Exception as e:  # noqa: BLE001 - the first answer and its error stand
                     rejected[i].append({"text": "", "error": f"backend: {type(e).__name__}: {e}", "seed": seed})
-                break
-            for i, t in zip(idx, texts):
+                    break
+                t = texts[0] if texts else ""
                 d = decode(t if isinstance(t, str) else str(t), requests[i], self.encoding)
                 if d.allocation is None:
                     rejected[i].append({"text": d.text, "error": d.error, "seed": seed})
@@ -148,5 +148,6 @@ class LLMPolicy:
                                               *rejected.pop(i)]
                 d.meta["resample_seed"] = seed
                 out[i] = d
+                break
         for i, tries in rejected.items():
             out[i].meta["rejected_answers"] = tries

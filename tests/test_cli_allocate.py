@@ -17,7 +17,7 @@ TASK = {"budget": 250000, "periods": 4, "labels": ["search", "social", "tv", "di
                     {"allocation": [70000, 55000, 63000, 62000], "mroi": [2.4, 1.6, 0.85, 1.18]},
                     {"allocation": [65000, 62500, 62500, 60000], "mroi": [2.5, 1.45, 0.86, 1.22]}]}
 SCHEMA = {"current", "plan", "changes", "expected_uplift", "flags", "reason", "warnings", "raw_text", "source",
-          "provenance"}
+          "rejected_answers", "provenance"}
 
 
 class Fixed:
@@ -114,8 +114,10 @@ def test_a_resampled_answer_is_the_plan_and_says_so(tmp_path, policy):
             return ["<answer>[0.10,-0.10,0.00,0.00]</answer>" if seed else restated] * len(prompts)
 
     name = policy("resampled", LLMPolicy("reasoner", SamplesAChange(), encoding="delta-hint", resample=8))
-    code, text = _run(tmp_path, "--reasoner", name)
+    code, text = _run(tmp_path, "--reasoner", name, "--json", str(tmp_path / "o.json"))
     assert code == 0 and "plan from: resampled: sample 1, asked again after 1 rejected answer" in text
+    data = json.loads((tmp_path / "o.json").read_text())
+    assert set(data) == SCHEMA and [a["seed"] for a in data["rejected_answers"]] == [None]
     code, text = _run(tmp_path, "--reasoner", name, "--verbose")
     assert code == 0
     assert "asked 1 more time(s) after a rejected answer; the answer of sample 1 is the plan" in text

@@ -155,3 +155,20 @@ def test_plan_with_a_real_tiny_model_never_presents_a_held_plan_as_new():
     result = plan(TASK, **llm, fallback="local-model")
     assert result.source in ("reasoner", "fallback:local-model")
     assert result.provenance["model"] == "tiny-random" and result.provenance["adapters"]["reasoner"]["path"] is None
+
+
+def test_a_plan_after_a_rejected_answer_lists_it(register_policy):
+    """The greedy answer is not even in tags; the first sample is a change: the result is
+    the Reasoner's plan and keeps the rejected answer."""
+    from graph.api import plan
+    from policies.llm import LLMPolicy
+
+    class SamplesAChange:
+        def generate_texts(self, prompts, seed=None, **kw):
+            return [f"<answer>[{','.join(['0.00'] * TASK['periods'])}]</answer>" if seed else "no idea"] * len(prompts)
+
+    register_policy("fake-resampled", LLMPolicy("reasoner", SamplesAChange(), encoding="delta", resample=2))
+    result = plan(TASK, reasoner="fake-resampled")
+    assert result.source == "reasoner" and result.error is None
+    assert [(a["text"], a["seed"]) for a in result.rejected_answers] == [("no idea", None)]
+    assert json.loads(result.model_dump_json())["rejected_answers"][0]["error"].startswith("missing_tags")

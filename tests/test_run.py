@@ -52,6 +52,13 @@ def test_resume_names_what_changed(tmp_path, capsys):
     assert "context.window was 3, now 2" in capsys.readouterr().err
     assert main(ARGS + ["--episodes", "2", "--out", str(out), "--resume", "--noise", "0.1"]) == 2
     assert "noise 0.0 -> 0.1" in capsys.readouterr().err
+    # a batch started before context.resample existed ran without it: resuming needs --resample 0
+    settings = json.loads((out / "run.json").read_text())
+    del settings["context"]["resample"]
+    (out / "run.json").write_text(json.dumps(settings))
+    assert main(ARGS + ["--episodes", "2", "--out", str(out), "--resume"]) == 2
+    assert "context.resample was 0 (the field did not exist yet), now 8" in capsys.readouterr().err
+    assert main(ARGS + ["--episodes", "2", "--out", str(out), "--resume", "--resample", "0"]) == 0
     (out / "run.json").write_text(json.dumps({"family": "quadratic", "episodes": 2}))
     assert main(ARGS + ["--episodes", "2", "--out", str(out), "--resume"]) == 2
     assert "written by an older dara run" in capsys.readouterr().err

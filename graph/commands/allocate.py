@@ -184,7 +184,8 @@ def _print_round(r: dict, labels, out: TextIO, verbose: bool, ctx: Context) -> N
         print(f"  check ({f.get('kind')}): {f.get('message')}", file=out)
     rejected = r.get("rejected_answers") or []
     if rejected:
-        what = "none of them decoded either" if not ok else f"the answer of sample {len(rejected)} is the plan"
+        used = r.get("source") in ("reasoner", "optimizer") and r.get("error") is None
+        what = f"the answer of sample {len(rejected)} is the plan" if used else "none of them gave a usable plan"
         print(f"  the model was asked {len(rejected)} more time(s) after a rejected answer; {what}", file=out)
     text = (r.get("text") or "").strip()
     if verbose and text:
@@ -343,7 +344,7 @@ def _conclude(args, setup: Setup, values: dict, final: dict | None, out: TextIO)
         if args.json:
             payload = plan_json(None, current=current, flags=list((final or {}).get("flags") or []),
                                 reason=f"no new plan was produced: {why}", raw_text=raw_text,
-                                source="none", prov=prov)
+                                source="none", prov=prov, rejected=(final or {}).get("rejected_answers"))
             _write_json(args.json, payload)
         return EXIT_NO_PLAN
     plan = final["allocation"]
@@ -362,7 +363,7 @@ def _conclude(args, setup: Setup, values: dict, final: dict | None, out: TextIO)
         print(f"plot: {plot_plan(evidence, rep.plan, current, args.plot)}", file=out)
     if args.json:
         payload = plan_json(rep, current=current, flags=flags, reason=rep.reason, raw_text=raw_text,
-                            source=source, prov=prov)
+                            source=source, prov=prov, rejected=final.get("rejected_answers"))
         _write_json(args.json, payload)
     return EXIT_OK
 

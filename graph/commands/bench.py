@@ -146,6 +146,7 @@ def bench_config(plan: BenchPlan, context: Context, concurrency: int, llm_out: s
         "seed": context.seed, "periods": plan.periods, "budget": plan.budget, "noise": plan.noise,
         "window": context.window, "policies": plan.methods, "no_oracle": not plan.oracle,
         "backend": context.backend, "base": context.base, "concurrency": concurrency, "llm_out": llm_out,
+        "temperature": context.temperature, "resample": context.resample,
         "optimizer_adapter": context.optimizer_adapter, "optimizer_encoding": context.optimizer_encoding,
         "reasoner_adapter": context.reasoner_adapter, "reasoner_encoding": context.reasoner_encoding,
     }

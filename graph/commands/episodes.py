@@ -144,12 +144,19 @@ def batch_settings(context: Context, episodes: Sequence[Episode], source: dict |
             "source": dict(source or {})}
 
 
+# Context fields added after run.json files were first written, with the value that
+# reproduces the behaviour before them: a batch started then resumes only with that value.
+ADDED_FIELDS = {"resample": 0}
+
+
 def check_resumable(old: dict, new: dict) -> None:
     """Refuse to resume a batch with another context or other episodes, naming the change."""
     if "context" not in old or "episodes" not in old:
         raise ValueError(f"--resume: {SETTINGS} was written by an older dara run; choose a new --out")
-    diff = [f"context.{k} was {v!r}, now {new['context'].get(k)!r}"
-            for k, v in old["context"].items() if new["context"].get(k) != v]
+    before = {**{k: v for k, v in ADDED_FIELDS.items() if k in new["context"]}, **old["context"]}
+    diff = [f"context.{k} was {v!r}" + (" (the field did not exist yet)" if k not in old["context"] else "")
+            + f", now {new['context'].get(k)!r}"
+            for k, v in before.items() if new["context"].get(k) != v]
     if old["episodes"] != new["episodes"]:
         what = ", ".join(f"{k} {old['source'][k]!r} -> {new['source'].get(k)!r}"
                          for k in old.get("source", {}) if new["source"].get(k) != old["source"][k])

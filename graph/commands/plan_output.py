@@ -9,7 +9,7 @@ self-check's flags); this module only lays them out for a terminal and for ``--j
     {"current": [T], "plan": [T] | null, "changes": [{label, current, recommended, change,
      share, mroi_last, mroi_predicted}], "expected_uplift": {"value", "low", "high"} | null,
      "flags": [{kind, slots, numbers, message}], "reason": str, "warnings": [str],
-     "raw_text": str, "source": str,
+     "raw_text": str, "rejected_answers": [{text, error, seed}], "source": str,
      "provenance": {"model", "backend", "policies", "adapters", "seed", "version"}}
 
 ``warnings`` are the limits of the evidence (no interval for the uplift; slots funded
@@ -91,14 +91,14 @@ def format_plan(report: PlanReport, flags: list[dict], source_note: str | None) 
 
 
 def plan_json(report: PlanReport | None, *, current: list[float], flags: list[dict], reason: str | None,
-              raw_text: str, source: str, prov: dict) -> dict[str, Any]:
+              raw_text: str, source: str, prov: dict, rejected: list[dict] | None = None) -> dict[str, Any]:
     """The ``--json`` object (see the module doc for the schema)."""
     if report is None:
         return {"current": round_cents(current), "plan": None, "changes": [], "expected_uplift": None,
-                "flags": flags, "reason": reason, "warnings": [], "raw_text": raw_text, "source": "none",
-                "provenance": prov}
+                "flags": flags, "reason": reason, "warnings": [], "raw_text": raw_text,
+                "rejected_answers": list(rejected or []), "source": "none", "provenance": prov}
     return {"current": report.current, "plan": report.plan,
             "changes": [c.model_dump() for c in report.changes],
             "expected_uplift": report.expected_uplift.model_dump(), "flags": flags,
-            "reason": report.reason, "warnings": list(report.warnings), "raw_text": raw_text, "source": source,
-            "provenance": prov}
+            "reason": report.reason, "warnings": list(report.warnings), "raw_text": raw_text,
+            "rejected_answers": list(rejected or []), "source": source, "provenance": prov}

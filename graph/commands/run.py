@@ -11,7 +11,8 @@ Outputs in ``--out DIR`` (the same files with or without ``--server``):
 
 - ``episodes.jsonl`` — one whole line per finished episode, appended and fsynced
   atomically under a lock: ``{"id", "rounds": [{"round", "proposal", "allocation",
-  "mroi", "source", "text", "error", "budget_reasons", "flags"}...], "regret": [...],
+  "mroi", "source", "text", "error", "budget_reasons", "flags", "rejected_answers"?}...],
+  "regret": [...],
   "mroi_var": [...], "dispersion": [...], "stop_reason", ...}``;
 - ``summary.csv`` — per round: mean/median regret, MROI variance, dispersion,
   fallback and carried rates;

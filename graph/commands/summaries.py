@@ -39,7 +39,7 @@ def is_fallback(round_: dict) -> bool:
 def is_resampled(round_: dict) -> bool:
     """A decision whose first answer the decoder rejected and a later sample
     (``context.resample``) then decoded: the plan is the policy's, not a fallback."""
-    return round_.get("error") is None and bool(round_.get("rejected_answers"))
+    return round_.get("error") is None and bool(round_.get("rejected_answers")) and not is_fallback(round_)
 
 
 def fallback_counts(records: Iterable[dict]) -> tuple[int, int, int]:
