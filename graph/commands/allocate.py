@@ -184,8 +184,10 @@ def _print_round(r: dict, labels, out: TextIO, verbose: bool, ctx: Context) -> N
         print(f"  check ({f.get('kind')}): {f.get('message')}", file=out)
     rejected = r.get("rejected_answers") or []
     if rejected:
-        used = r.get("source") in ("reasoner", "optimizer") and r.get("error") is None
-        what = f"the answer of sample {len(rejected)} is the plan" if used else "none of them gave a usable plan"
+        from graph.commands.summaries import is_resampled
+
+        what = (f"the answer of sample {len(rejected)} is the plan" if is_resampled(r)
+                else "none of them gave a usable plan")
         print(f"  the model was asked {len(rejected)} more time(s) after a rejected answer; {what}", file=out)
     text = (r.get("text") or "").strip()
     if verbose and text:
@@ -352,7 +354,9 @@ def _conclude(args, setup: Setup, values: dict, final: dict | None, out: TextIO)
     rep = plan_report(evidence, plan, current=current)
     flags = list(final["flags"]) if isinstance(final.get("flags"), list) else [f.model_dump() for f in rep.flags]
     note = None if source == "model" and not why else _source_line(source, why, final.get("role"))
-    if final.get("source") in ("reasoner", "optimizer") and final.get("rejected_answers") and source != "edited":
+    from graph.commands.summaries import is_resampled
+
+    if is_resampled(final) and source != "edited":
         n = len(final["rejected_answers"])
         note = (f"{_source_line(source, why, final.get('role'))}: sample {n}, asked again after {n} rejected "
                 "answer(s) (--verbose shows them)")
