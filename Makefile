@@ -14,7 +14,7 @@ PIP := $(VENV)/bin/pip
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dara-installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast clean
 
 install: $(STAMP)
 

@@ -9,6 +9,8 @@
 #
 # Every cell resumes from $OUT/episodes/<cell>/<method>/episodes.jsonl when rerun, so the
 # matrix can be run over several sittings:   N=20 benchmarks/eval_generalist.sh
+# A cell whose $OUT/<cell>.json exists is complete and skipped (REDO=1 recomputes it from
+# its episodes, e.g. after a change to the numeric methods).
 # Adapters: REASONER / OPTIMIZER (dirs) and their encodings; defaults are the shipped ones.
 # RL comparison (6 cells at noise 0.1: quadratic and media at T 6 and 16, robyn,
 # meridian-geo; 30 envs, paired per environment):  MODE=rl benchmarks/eval_generalist.sh
@@ -33,6 +35,8 @@ mkdir -p "$OUT"
 cell() {  # cell NAME FAMILY NOISE [--periods T] [extra bench flags...]
   local name=$1 fam=$2 noise=$3; shift 3
   [[ -n "${CELLS:-}" && ! "$name" =~ $CELLS ]] && return 0
+  # a cell's JSON is written when it completes: keep it (and its timings) unless REDO=1
+  if [[ -f "$OUT/$name.json" && -z "${REDO:-}" ]]; then echo "== $name: done ($OUT/$name.json)" >&2; return 0; fi
   echo "== $name" >&2
   dara bench --family "$fam" --noise "$noise" --envs "$N" --rounds "$ROUNDS" --seed "$SEED" \
       --policies "${POLICIES:-dara,heuristic,gradient,local-model,uniform}" "$@" "${ADAPTERS[@]}" \

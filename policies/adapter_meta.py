@@ -10,6 +10,10 @@ allocation), which no parse check catches. So the encoding travels with the adap
   write the resolved ``encoding`` there), so runs trained before this file existed are
   self-describing too.
 
+The same files say which slot counts the adapter was trained on (``periods_range``, or
+the run config's ``rollout.periods_range``): :func:`trained_periods`, so a plan for a
+T outside them can say it is extrapolating.
+
 :func:`encoding_for` is the one rule every entry point uses: an explicit encoding, else
 the adapter's declared one, else the role's default (``policies.prompts.DEFAULT_ENCODING``).
 """
@@ -54,6 +58,25 @@ def declared_encoding(adapter_dir: str | Path | None) -> str | None:
     for path, run_config in ((d / ADAPTER_META, False), (d.parent / "config.json", True)):
         if path.is_file() and (enc := _read_encoding(path, run_config)) is not None:
             return enc
+    return None
+
+
+def trained_periods(adapter_dir: str | Path | None) -> tuple[int, int] | None:
+    """The ``[low, high]`` slot counts ``adapter_dir`` was trained on, or ``None`` when it
+    does not say (``dara_adapter.json`` ``periods_range``, else its run's
+    ``rollout.periods_range``)."""
+    if adapter_dir is None or str(adapter_dir) == "none":
+        return None
+    d = Path(adapter_dir)
+    for path, key in ((d / ADAPTER_META, None), (d.parent / "config.json", "rollout")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        data = data.get(key) if key and isinstance(data, dict) else data
+        rng = data.get("periods_range") if isinstance(data, dict) else None
+        if isinstance(rng, list) and len(rng) == 2 and all(isinstance(x, int) for x in rng):
+            return int(rng[0]), int(rng[1])
     return None
 
 

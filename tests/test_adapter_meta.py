@@ -50,3 +50,36 @@ def test_make_policy_uses_the_declared_encoding(tmp_path):
     write_adapter_meta(ad, "optimizer", "delta-hint")
     pol = make_policy("llm", "optimizer", base="tiny-random", adapter=ad)
     assert pol.encoding == "delta-hint"
+
+
+def test_trained_periods_from_the_adapter_or_its_run(tmp_path):
+    from policies import shipped_adapter
+    from policies.adapter_meta import trained_periods
+
+    a = tmp_path / "run" / "adapter"
+    a.mkdir(parents=True)
+    assert trained_periods(a) is None and trained_periods(None) is None and trained_periods("none") is None
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"mode": "sft", "rollout": {"periods_range": [2, 16]}}))
+    assert trained_periods(a) == (2, 16)
+    write_adapter_meta(a, "reasoner", "delta-hint", periods_range=[6, 6])
+    assert trained_periods(a) == (6, 6)  # the adapter's own file wins
+    for role in ("reasoner", "optimizer"):  # the shipped pair declares its range
+        assert trained_periods(shipped_adapter(role)) == (2, 16)
+
+
+def test_allocate_warns_when_the_task_has_more_slots_than_the_adapters_saw(tmp_path):
+    from graph.commands.allocate import _range_warnings
+    from graph.context import Context
+    from tools.task import load_task
+
+    a = tmp_path / "adapter"
+    a.mkdir()
+    write_adapter_meta(a, "reasoner", "delta-hint", periods_range=[2, 16])
+    hist = [{"allocation": [1.0] * 24, "mroi": [1.0] * 24}]
+    task = load_task({"budget": 24.0, "periods": 24, "history": hist})
+    ctx = Context(reasoner="llm", reasoner_adapter=str(a))
+    (w,) = _range_warnings(task, ctx, ["reasoner"])
+    assert w.startswith("the reasoner adapter was trained on 2 to 16 slots and this task has 24")
+    assert _range_warnings(task, ctx, []) == []  # no model role ran
+    small = load_task({"budget": 6.0, "periods": 6, "history": [{"allocation": [1.0] * 6, "mroi": [1.0] * 6}]})
+    assert _range_warnings(small, ctx, ["reasoner"]) == []

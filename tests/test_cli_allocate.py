@@ -16,7 +16,7 @@ TASK = {"budget": 250000, "periods": 4, "labels": ["search", "social", "tv", "di
         "history": [{"allocation": [60000, 60000, 72000, 58000], "mroi": [2.6, 1.5, 0.8, 1.25]},
                     {"allocation": [70000, 55000, 63000, 62000], "mroi": [2.4, 1.6, 0.85, 1.18]},
                     {"allocation": [65000, 62500, 62500, 60000], "mroi": [2.5, 1.45, 0.86, 1.22]}]}
-SCHEMA = {"current", "plan", "changes", "expected_uplift", "flags", "reason", "warnings", "raw_text", "source",
+SCHEMA = {"current", "plan", "decimals", "changes", "expected_uplift", "flags", "reason", "warnings", "raw_text", "source",
           "rejected_answers", "provenance"}
 
 

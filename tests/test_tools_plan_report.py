@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tools.money import format_amount, format_money, format_ratio, round_cents
+from tools.money import format_amount, format_money, format_ratio, money_decimals, round_money
 from tools.plan_report import PlanReport, extrapolation_warning, plan_report
 from tools.task import load_task
 
@@ -81,17 +81,17 @@ def test_unchanged_slot_at_its_change_limit_says_so():
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(0, 1e7, allow_nan=False), min_size=1, max_size=20))
-def test_round_cents_sums_exactly_and_moves_each_value_under_a_cent(values):
-    out = round_cents(values, sum(values))
+def test_round_money_sums_exactly_and_moves_each_value_under_a_cent(values):
+    out = round_money(values, sum(values))
     assert sum(round(v * 100) for v in out) == round(sum(values) * 100)
     assert all(abs(o - v) < 0.01 + 1e-6 for o, v in zip(out, values))
     assert all(round(o, 2) == o for o in out)
 
 
 def test_money_formats():
-    assert round_cents([19000.000000000004, 80999.99999999999], 100000) == [19000.0, 81000.0]
-    assert round_cents([1 / 3] * 3, 1.0) == [0.34, 0.33, 0.33]
-    assert format_money(1.064e5) == "106,400.00" and format_money(1e6, cents=False) == "1,000,000"
+    assert round_money([19000.000000000004, 80999.99999999999], 100000) == [19000.0, 81000.0]
+    assert round_money([1 / 3] * 3, 1.0) == [0.34, 0.33, 0.33]
+    assert format_money(1.064e5) == "106,400.00" and format_money(1e6, decimals=0) == "1,000,000"
     assert format_amount(20000.0) == "20,000" and format_amount(2.5) == "2.50"
     assert format_ratio(2.6) == "2.6" and format_ratio(0.000123) == "0.000123" and "e" not in format_ratio(1.5e7)
 
@@ -103,3 +103,30 @@ def test_extrapolation_warning_names_only_slots_outside_the_records():
     w = extrapolation_warning(task, [40000, 34000, 26000])
     assert w.startswith("the plan funds search 34,000 (records: 25,000 to 30,000) more than 10%")
     assert "tv" not in w and "social" not in w
+
+
+def test_small_budgets_get_more_decimals_than_cents():
+    """A budget written in millions (0.25) is not quantised to 4% of itself: amounts get
+    decimals until they are exact to 0.01% of the budget, in the table and the JSON."""
+    assert [money_decimals(b) for b in (250000, 100, 99, 6, 0.25, 1e-12)] == [2, 2, 3, 4, 5, 10]
+    assert round_money([1 / 3] * 3, 1.0, decimals=4) == [0.3334, 0.3333, 0.3333]
+    scale = 1e-6
+    rep = plan_report(load_task({"budget": 0.1, "periods": 3, "labels": ["tv", "search", "social"],
+                                 "history": [{"allocation": [x * scale for x in r["allocation"]],
+                                              "mroi": r["mroi"]} for r in HISTORY]}),
+                      [0.03, 0.045, 0.025])
+    assert rep.decimals == 5 and rep.plan == [0.03, 0.045, 0.025] and rep.current == [0.045, 0.027, 0.028]
+    assert "0.01800" in rep.reason  # search +0.018 to 5 decimals, not "0.02"
+
+
+def test_reason_says_money_was_added_or_cut_when_the_budget_differs_from_the_current_total():
+    grow = plan_report(_task(budget=120000), [45000, 45000, 30000])
+    assert grow.reason.startswith("added 20,000 to search (MROI 2.6, +18,000), social (MROI 1.7, +2,000)"), grow.reason
+    assert "(the budget is 20,000 above the current total)" in grow.reason
+    cut = plan_report(_task(budget=90000), [35000, 27000, 28000])
+    assert cut.reason.startswith("cut 10,000 from tv (MROI 0.8)"), cut.reason
+    assert "below the current total" in cut.reason
+    both = plan_report(_task(budget=110000), [40000, 45000, 25000])
+    assert both.reason.startswith("moved 18,000 from tv (MROI 0.8, -5,000), social (MROI 1.7, -3,000) to search"), \
+        both.reason
+    assert "(the budget is 10,000 above the current total)" in both.reason

@@ -136,3 +136,33 @@ def test_max_change_limits_are_relative_to_last_history_allocation():
         load_task(ok(max_change=0.3, history=[rec([2, 2], mroi=[1, 1])]))
     with pytest.raises(TaskError, match="^max_change = 0.3: needs a history"):
         load_task(ok(max_change=0.3, history=[]), require_history=False)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"labels": ["tv", "tv"]}, 'labels[1] = "tv": duplicates labels[0]: slot names must be distinct'),
+    ({"labels": ["tv", " "]}, 'labels[1] = " ": expected a non-empty slot name'),
+    ({"budget": 1e13}, "budget = 10000000000000.0: expected a number <= 1e+12: amounts above lose cents in floating point; "
+                       "write the task in thousands or millions"),
+    ({"history": [rec([3, 1e308], mroi=[0.5, 0.4])]}, "history[0].allocation[1] = 1e+308: expected a number <= 1e+12"),
+])
+def test_labels_and_amounts_that_a_plan_cannot_show(change, message):
+    with pytest.raises(TaskError) as e:
+        load_task(ok(**change))
+    assert str(e.value).startswith(message)
+
+
+def test_a_budget_in_other_units_than_the_records_is_refused():
+    """Budget 250 (thousands) beside records of 250,000 (units) would be planned as a 99.9%
+    cut of every channel; it is refused, naming the factor and the records' totals."""
+    hist = [rec([125000, 125000], mroi=[1.0, 2.0]), rec([100000, 140000], mroi=[1.1, 1.9])]
+    with pytest.raises(TaskError) as e:
+        load_task(ok(budget=250.0, history=hist))
+    assert str(e.value) == ("budget = 250.0: is 0.00104 times the records' total spend (240,000 to 250,000 per "
+                            "record): the budget and the records look to be in different units (e.g. thousands "
+                            "and units); write them in the same unit")
+    with pytest.raises(TaskError, match="is 1e\\+03 times"):
+        load_task(ok(budget=2.5e8, history=hist))
+    for budget in (5000.0, 125000.0, 2e7):  # within 100x of some record: a real budget change
+        assert load_task(ok(budget=budget, history=hist)).budget == budget
+    zero_last = [hist[0], rec([0, 0], mroi=[1.0, 2.0])]  # all-zero records say nothing about units
+    assert load_task(ok(budget=250.0 * 1000, history=zero_last)).budget == 250000.0

@@ -1,7 +1,8 @@
 """A plan in the analyst's units: the data ``dara allocate`` prints and writes as JSON.
 
 A list of numbers is not a recommendation an analyst can defend. The report gives, per
-slot, current and recommended spend to the cent (summing exactly to the budget), the
+slot, current and recommended spend to the cent (summing exactly to the budget; more
+decimals for budgets under 100, ``tools.money.money_decimals``), the
 change, the share of budget, the last observed MROI and the MROI the fitted response
 curve predicts at the new spend; the expected change in return with a 95 % interval;
 the self-check's flags; and a reason built only from those facts ("moved 20,000 from tv
@@ -29,7 +30,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from scipy import stats
 
-from tools.money import format_amount, format_ratio, round_cents
+from tools.money import format_amount, format_ratio, money_decimals, round_money
 from tools.self_check import Evidence, Flag, check_plan, fit_evidence, moved_slots
 from tools.task import Task
 
@@ -50,7 +51,9 @@ class SlotChange(BaseModel):
     change: float = Field(description="recommended - current, to the cent.")
     share: float = Field(description="recommended / budget.")
     mroi_last: float = Field(description="MROI in the last record (estimated when the records carry returns).")
-    mroi_predicted: float = Field(description="MROI the fitted response curve predicts at the recommended spend.")
+    mroi_predicted: float | None = Field(description="MROI the fitted response curve predicts at the recommended "
+                                                 "spend; null for a moved slot whose spend never varied in the "
+                                                 "records (no slope to predict from).")
 
 
 class Uplift(BaseModel):
@@ -65,6 +68,8 @@ class PlanReport(BaseModel):
     """Everything an analyst needs to read and defend one plan."""
 
     budget: float
+    decimals: int = Field(2, description="Decimal places of every amount: 2 (cents) for budgets of 100 or more, "
+                                         "one more per factor of ten below (tools.money.money_decimals).")
     current: list[float] = Field(description="Current allocation per slot (slot order), to the cent.")
     plan: list[float] = Field(description="Recommended allocation per slot, summing to the budget to the cent.")
     changes: list[SlotChange]
@@ -75,8 +80,6 @@ class PlanReport(BaseModel):
     notes: list[str] = Field(default_factory=list, description="How figures were obtained, e.g. MROI estimated from returns.")
 
 
-def _cents(x: float) -> float:
-    return round(float(x), 2)
 
 
 def _sig(x: float) -> float:
@@ -84,8 +87,13 @@ def _sig(x: float) -> float:
     return float(f"{float(x):.6g}")
 
 
-def _uplift(ev: Evidence, plan: np.ndarray, cur: np.ndarray, labels: list[str]) -> tuple[Uplift, list[str]]:
+def _uplift(ev: Evidence, plan: np.ndarray, cur: np.ndarray, labels: list[str],
+            decimals: int = 2) -> tuple[Uplift, list[str]]:
     model = ev.model
+
+    def _cents(x: float) -> float:
+        return round(float(x), decimals)
+
     value = float(model.gain(plan, cur).sum())
     losing, gaining = moved_slots(plan - cur, ev.task.unit)
     blind = [labels[t] for t in np.nonzero((losing | gaining) & ~model.varied)[0]]
@@ -100,9 +108,11 @@ def _uplift(ev: Evidence, plan: np.ndarray, cur: np.ndarray, labels: list[str]) 
     return Uplift(value=_cents(value), low=_cents(value - half), high=_cents(value + half)), []
 
 
-def reason_text(rows: list[SlotChange], unit: float, bound_note: dict[str, str] | None = None) -> str:
+def reason_text(rows: list[SlotChange], unit: float, bound_note: dict[str, str] | None = None,
+                decimals: int = 2) -> str:
     """A reason built only from the table: what moved where, at which MROI, and why the
-    unchanged slots stayed."""
+    unchanged slots stayed. When the budget differs from the current total, money is added
+    or cut, not only moved, and the reason says so."""
     bound_note = bound_note or {}
     delta = np.array([r.change for r in rows])
     losing, gaining = moved_slots(delta, unit)
@@ -116,10 +126,19 @@ def reason_text(rows: list[SlotChange], unit: float, bound_note: dict[str, str] 
             return f"{rows[t].label} (MROI {format_ratio(rows[t].mroi_last, 2)})" if first else \
                 f"{rows[t].label} ({format_ratio(rows[t].mroi_last, 2)})"
         return ", ".join(f"{rows[t].label} (MROI {format_ratio(rows[t].mroi_last, 2)}, "
-                         f"{'+' if delta[t] > 0 else '-'}{format_amount(abs(delta[t]))})" for t in idx)
+                         f"{'+' if delta[t] > 0 else '-'}{format_amount(abs(delta[t]), decimals)})" for t in idx)
 
-    moved = float(delta[gaining].sum()) if gaining.any() else float(-delta[losing].sum())
-    parts = [f"moved {format_amount(moved)} from {side(losing, True)} to {side(gaining, False)}"]
+    net = float(delta.sum())
+    if not losing.any():
+        parts = [f"added {format_amount(float(delta[gaining].sum()), decimals)} to {side(gaining, True)}"]
+    elif not gaining.any():
+        parts = [f"cut {format_amount(float(-delta[losing].sum()), decimals)} from {side(losing, True)}"]
+    else:
+        moved = float(delta[gaining].sum())
+        parts = [f"moved {format_amount(moved, decimals)} from {side(losing, True)} to {side(gaining, False)}"]
+    if abs(net) > 0.005 * unit:
+        parts[0] += (f" (the budget is {format_amount(abs(net), decimals)} "
+                     f"{'above' if net > 0 else 'below'} the current total)")
     r = np.array([row.mroi_last for row in rows])
     mean, spread = float(r.mean()), float(r.max() - r.min())
     for t in np.nonzero(~(losing | gaining))[0]:
@@ -137,7 +156,7 @@ def reason_text(rows: list[SlotChange], unit: float, bound_note: dict[str, str] 
 def _bound_notes(task: Task, plan: np.ndarray, cur: np.ndarray) -> dict[str, str]:
     """Which unchanged slots sit at a bound or change limit (that is why they stayed)."""
     lo, hi = task.limits(cur)
-    tol = 0.005
+    tol = 0.5 * 10.0 ** -money_decimals(task.budget)  # half the last shown digit
     notes = {}
     for t, label in enumerate(task.slot_labels):
         if abs(plan[t] - cur[t]) > tol:
@@ -149,7 +168,7 @@ def _bound_notes(task: Task, plan: np.ndarray, cur: np.ndarray) -> dict[str, str
     return notes
 
 
-def extrapolation_warning(task: Task, plan, margin: float = EXTRAPOLATION_MARGIN) -> str | None:
+def extrapolation_warning(task: Task, plan, margin: float = EXTRAPOLATION_MARGIN, decimals: int = 2) -> str | None:
     """Name every slot the plan funds more than ``margin`` outside the spends the records
     saw for it (with that range): the fitted response there is extrapolated, so its MROI
     and the uplift are guesses the records cannot back. None when every slot is inside."""
@@ -163,8 +182,8 @@ def extrapolation_warning(task: Task, plan, margin: float = EXTRAPOLATION_MARGIN
     if not len(out):
         return None
     labels = task.slot_labels
-    parts = [f"{labels[t]} {format_amount(b[t])} (records: {format_amount(lo[t])} to {format_amount(hi[t])})"
-             for t in out]
+    parts = [f"{labels[t]} {format_amount(b[t], decimals)} (records: {format_amount(lo[t], decimals)} to "
+             f"{format_amount(hi[t], decimals)})" for t in out]
     return (f"the plan funds {', '.join(parts)} more than {margin:.0%} outside the spends the records saw; "
             "the response there is extrapolated: test the change in steps")
 
@@ -178,20 +197,23 @@ def plan_report(task: Task, plan, current=None) -> PlanReport:
     b = np.asarray(plan, float)
     if b.shape != (task.periods,) or not np.all(np.isfinite(b)):
         raise ValueError(f"plan: expected {task.periods} finite numbers, got {list(np.ravel(b))[:8]}")
-    plan_c = round_cents(b, task.budget)
-    cur_c = round_cents(cur)
+    dec = money_decimals(task.budget)
+    plan_c = round_money(b, task.budget, dec)
+    cur_c = round_money(cur, decimals=dec)
     mroi_last = np.asarray(ev.task.history[-1].mroi, float)
     mroi_pred = ev.model.mroi(b)
+    losing, gaining = moved_slots(b - cur, task.unit)
+    guessed = (losing | gaining) & ~ev.model.varied  # the fit's default slope, not evidence
     rows = [SlotChange(label=labels[t], current=cur_c[t], recommended=plan_c[t],
-                       change=round(plan_c[t] - cur_c[t], 2), share=round(plan_c[t] / task.budget, 4),
-                       mroi_last=_sig(mroi_last[t]), mroi_predicted=_sig(mroi_pred[t]))
+                       change=round(plan_c[t] - cur_c[t], dec), share=round(plan_c[t] / task.budget, 4),
+                       mroi_last=_sig(mroi_last[t]), mroi_predicted=None if guessed[t] else _sig(mroi_pred[t]))
             for t in range(task.periods)]
-    uplift, warnings = _uplift(ev, b, cur, labels)
-    extrapolated = extrapolation_warning(task, b)
+    uplift, warnings = _uplift(ev, b, cur, labels, dec)
+    extrapolated = extrapolation_warning(task, b, decimals=dec)
     if extrapolated:
         warnings.append(extrapolated)
     return PlanReport(
-        budget=float(task.budget), current=cur_c, plan=plan_c, changes=rows, expected_uplift=uplift,
+        budget=float(task.budget), decimals=dec, current=cur_c, plan=plan_c, changes=rows, expected_uplift=uplift,
         flags=check_plan(task, b, evidence=ev),
-        reason=reason_text(rows, task.unit, _bound_notes(task, b, cur)),
+        reason=reason_text(rows, task.unit, _bound_notes(task, b, cur), dec),
         warnings=warnings, notes=[ev.note] if ev.note else [])

@@ -80,8 +80,9 @@ def _vector(values, task: Task, name: str) -> np.ndarray:
 
 
 def moved_slots(delta: np.ndarray, unit: float) -> tuple[np.ndarray, np.ndarray]:
-    """(losing, gaining) masks: moves under 1 % of B/T (or half a cent) do not count."""
-    tol = max(0.01 * unit, 0.005)
+    """(losing, gaining) masks: moves under 1 % of B/T do not count (for budgets in
+    millions half a cent is most of a slot: the threshold follows the budget)."""
+    tol = 0.01 * unit
     return delta < -tol, delta > tol
 
 

@@ -56,6 +56,13 @@ def _plain_number(v: Any) -> Any:
 Number = Annotated[float, BeforeValidator(_plain_number), Strict()]
 Finite = Annotated[float, BeforeValidator(_plain_number), Strict(), Field(allow_inf_nan=False)]
 NonNegative = Annotated[float, BeforeValidator(_plain_number), Strict(), Field(allow_inf_nan=False, ge=0)]
+#: Largest amount of money a task may hold: cents stay exact in floating point below
+#: about 9e13, and the plan's arithmetic (sums, squares in the fits) needs headroom.
+MAX_AMOUNT = 1e12
+Amount = Annotated[float, BeforeValidator(_plain_number), Strict(), Field(allow_inf_nan=False, ge=0, le=MAX_AMOUNT)]
+#: A budget more than this factor away from every record's total spend is taken for a
+#: unit mismatch (a budget in thousands beside records in units) and refused.
+UNIT_MISMATCH = 100.0
 Count = Annotated[int, BeforeValidator(_plain_number), Strict(), Field(ge=1)]
 
 
@@ -87,9 +94,9 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True,
                               serialize_by_alias=True)
 
-    allocation: list[NonNegative] = Field(description="Spend per slot, in budget units.")
+    allocation: list[Amount] = Field(description="Spend per slot, in budget units.")
     mroi: list[Finite] | None = Field(default=None, description="Observed marginal ROI per slot.")
-    return_: list[NonNegative] | None = Field(
+    return_: list[Amount] | None = Field(
         default=None, alias="return",
         description="Observed return (revenue) per slot at this spend; instead of mroi.")
 
@@ -113,11 +120,11 @@ class Task(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    budget: Annotated[Finite, Field(gt=0, description="Total budget B to spend (> 0).")]
+    budget: Annotated[Finite, Field(gt=0, le=MAX_AMOUNT, description="Total budget B to spend (> 0).")]
     periods: Annotated[Count, Field(description="Number of slots T (time periods or channels).")]
     history: list[Record] = Field(
         default_factory=list, description="Past allocations with their observed marginal ROI or return.")
-    lower: list[NonNegative] | None = Field(default=None, description="Per-slot minimum spend.")
+    lower: list[Amount] | None = Field(default=None, description="Per-slot minimum spend.")
     upper: list[Annotated[Number, Field(ge=0)]] | None = Field(
         default=None, description="Per-slot maximum spend (may be infinite from Python).")
     labels: list[Annotated[str, Strict()]] | None = Field(default=None, description="Per-slot names.")
@@ -153,6 +160,7 @@ class Task(BaseModel):
             vals = getattr(self, name)
             if vals is not None and len(vals) != T:
                 raise _contract_error(name, None, f"has {len(vals)} entries, expected periods = {T}")
+        self._check_labels()
         lo, hi = self.lower_array, self.upper_array
         bad = np.nonzero(lo > hi)[0]
         if bad.size:
@@ -162,6 +170,17 @@ class Task(BaseModel):
         if self.max_change is not None:
             self._check_max_change()
         return self
+
+    def _check_labels(self) -> None:
+        """Slot names appear in tables, reasons and warnings: each must say which slot."""
+        seen: dict[str, int] = {}
+        for i, name in enumerate(self.labels or []):
+            if not name.strip():
+                raise _contract_error(f"labels[{i}]", show(name), "expected a non-empty slot name")
+            if name.strip() in seen:
+                raise _contract_error(f"labels[{i}]", show(name), f"duplicates labels[{seen[name.strip()]}]: "
+                                                                  "slot names must be distinct")
+            seen[name.strip()] = i
 
     def _check_sum(self, lo: np.ndarray, hi: np.ndarray, what: str, lo_name: str, hi_name: str) -> None:
         tol = 1e-9 * max(1.0, self.budget)
@@ -306,6 +325,9 @@ def _task_error(err: dict, n_errors: int, source: str | None) -> TaskError:
         return TaskError(path, None, "required field is missing" + more, source)
     if kind == "extra_forbidden":
         return TaskError(path, None, f"unknown field (known: {', '.join(_known_fields(loc))})" + more, source)
+    if kind == "less_than_equal":
+        return TaskError(path, show(err.get("input")), f"expected a number <= {ctx.get('le'):.0e}: amounts above "
+                         "lose cents in floating point; write the task in thousands or millions" + more, source)
     if kind in ("greater_than", "greater_than_equal"):
         op, bound = (">", ctx.get("gt")) if kind == "greater_than" else (">=", ctx.get("ge"))
         what = "a whole number" if loc[-1:] == ("periods",) else "a number"
@@ -352,4 +374,23 @@ def load_task(source: Any, *, require_history: bool = True) -> Task:
         raise _task_error(errs[0], len(errs), name) from None
     if require_history and not task.history:
         raise TaskError("history", "[]", "expected at least one record: a plan needs evidence", name)
+    _check_units(task, name)
     return task
+
+
+def _check_units(task: Task, source: str | None) -> None:
+    """Refuse a budget more than ``UNIT_MISMATCH`` times away from every record's total
+    spend: such a task is almost always written in two units (budget in thousands, records
+    in units), and planned as written it would "cut" every channel by 99.9%."""
+    totals = [sum(r.allocation) for r in task.history]
+    totals = [t for t in totals if t > 0]
+    if not totals:
+        return
+    ratios = [task.budget / t for t in totals]
+    if all(r > UNIT_MISMATCH for r in ratios) or all(r < 1 / UNIT_MISMATCH for r in ratios):
+        lo, hi = min(totals), max(totals)
+        span = f"{lo:,.6g}" if lo == hi else f"{lo:,.6g} to {hi:,.6g}"
+        raise TaskError("budget", show(task.budget),
+                        f"is {min(ratios, key=lambda r: abs(math.log(r))):.3g} times the records' total spend "
+                        f"({span} per record): the budget and the records look to be in different units "
+                        "(e.g. thousands and units); write them in the same unit", source)

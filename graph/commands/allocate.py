@@ -37,7 +37,7 @@ from graph.commands.context_flags import MODEL_FIELDS, POLICY_FIELDS, add_contex
 from graph.context import Context
 from tools.cli_errors import (EXIT_NO_PLAN, EXIT_OK, InputError, OneLineParser, check_number,
                               check_output_file, report)
-from tools.money import format_money
+from tools.money import format_money, money_decimals
 
 _OPTIONAL = tuple(f for f in ("on_flag",) if f in {x.name for x in fields(Context)})
 CONTEXT_FIELDS = (*POLICY_FIELDS, *MODEL_FIELDS, "window", "tolerance", "approval", *_OPTIONAL)
@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
 
 
 # ---- the session -------------------------------------------------------------------------------
-def _money(xs, labels) -> str:
-    return "  ".join(f"{lab} {format_money(x)}" for lab, x in zip(labels, xs))
+def _money(xs, labels, decimals: int = 2) -> str:
+    return "  ".join(f"{lab} {format_money(x, decimals)}" for lab, x in zip(labels, xs))
 
 
 def _status(rec: dict, ctx: Context) -> tuple[bool, str, str | None]:
@@ -243,7 +243,8 @@ def _run(args, setup: Setup, inp: TextIO, out: TextIO) -> int:
 
     task, ctx, rounds = setup.task, setup.context, setup.rounds
     labels = task.slot_labels
-    print(f"task: budget {format_money(task.budget)} over {task.periods} slots ({', '.join(labels)}), "
+    dec = money_decimals(task.budget)
+    print(f"task: budget {format_money(task.budget, dec)} over {task.periods} slots ({', '.join(labels)}), "
           f"{len(task.history)} past allocations", file=out)
     g = build_graph(checkpointer=InMemorySaver())
     cfg = {"configurable": {"thread_id": f"allocate-{uuid.uuid4().hex[:8]}"}}
@@ -262,11 +263,11 @@ def _run(args, setup: Setup, inp: TextIO, out: TextIO) -> int:
             if r["round"] not in shown and (rounds > 1 or args.verbose):
                 _print_round(r, labels, out, args.verbose, ctx)
                 shown.add(r["round"])
-            print(f"  applied: {_money(r['allocation'], labels)}", file=out)
+            print(f"  applied: {_money(r['allocation'], labels, dec)}", file=out)
             m = r.get("metrics")
             extra = f"   (regret {100 * m['regret']:.2f}%)" if m else ""
             if r.get("observed_return") is not None:
-                print(f"  observed return: {_money(r['observed_return'], labels)}", file=out)
+                print(f"  observed return: {_money(r['observed_return'], labels, dec)}", file=out)
                 print(f"  MROI estimated from the returns: {'  '.join(f'{x:.4g}' for x in r['mroi'])}", file=out)
             elif r.get("mroi") is not None:
                 print(f"  observed MROI: {'  '.join(f'{x:.4g}' for x in r['mroi'])}{extra}", file=out)
@@ -281,7 +282,7 @@ def _run(args, setup: Setup, inp: TextIO, out: TextIO) -> int:
             break
         req = intr[0].value
         if "review" in req:
-            print(f"  to review: {_money(req['review'], labels)}", file=out)
+            print(f"  to review: {_money(req['review'], labels, dec)}", file=out)
             if req.get("error"):
                 print(f"  error: {req['error']}", file=out)
             vals = _read_numbers(f"  Enter = apply, or type {task.periods} numbers to edit: ",
@@ -290,7 +291,7 @@ def _run(args, setup: Setup, inp: TextIO, out: TextIO) -> int:
         else:
             if rounds == 1 and not args.live:
                 break
-            print(f"  apply: {_money(req['apply'], labels)}", file=out)
+            print(f"  apply: {_money(req['apply'], labels, dec)}", file=out)
             if req.get("error"):
                 print(f"  error: {req['error']}", file=out)
             if req["round"] >= rounds:
@@ -346,7 +347,8 @@ def _conclude(args, setup: Setup, values: dict, final: dict | None, out: TextIO)
         if args.json:
             payload = plan_json(None, current=current, flags=list((final or {}).get("flags") or []),
                                 reason=f"no new plan was produced: {why}", raw_text=raw_text,
-                                source="none", prov=prov, rejected=(final or {}).get("rejected_answers"))
+                                source="none", prov=prov, rejected=(final or {}).get("rejected_answers"),
+                                decimals=money_decimals(setup.task.budget))
             _write_json(args.json, payload)
         return EXIT_NO_PLAN
     plan = final["allocation"]
@@ -360,6 +362,7 @@ def _conclude(args, setup: Setup, values: dict, final: dict | None, out: TextIO)
         n = len(final["rejected_answers"])
         note = (f"{_source_line(source, why, final.get('role'))}: sample {n}, asked again after {n} rejected "
                 "answer(s) (--verbose shows them)")
+    rep.warnings.extend(_range_warnings(task, ctx, setup.roles))
     print("\nplan:\n" + format_plan(rep, flags, note), file=out)
     if args.plot:
         from graph.commands.plan_plot import plot_plan
@@ -370,6 +373,25 @@ def _conclude(args, setup: Setup, values: dict, final: dict | None, out: TextIO)
                             source=source, prov=prov, rejected=final.get("rejected_answers"))
         _write_json(args.json, payload)
     return EXIT_OK
+
+
+def _range_warnings(task, ctx: Context, roles: list[str]) -> list[str]:
+    """A plan from an adapter asked about more (or fewer) slots than it was trained on is
+    extrapolation: say so, with the range the adapter declares (``trained_periods``)."""
+    from policies import shipped_adapter
+    from policies.adapter_meta import trained_periods
+
+    if ctx.backend == "openai":
+        return []  # the server's adapters do not declare their training
+    out = []
+    for role in roles:
+        chosen = getattr(ctx, f"{role}_adapter")
+        rng = trained_periods(shipped_adapter(role) if chosen is None else chosen)
+        if rng and not rng[0] <= task.periods <= rng[1]:
+            out.append(f"the {role} adapter was trained on {rng[0]} to {rng[1]} slots and this task has "
+                       f"{task.periods}: its answers here are extrapolation; check the plan's moves against "
+                       "the MROI columns")
+    return out
 
 
 def _write_json(path: str, payload: dict) -> None:

@@ -6,8 +6,8 @@ self-check's flags); this module only lays them out for a terminal and for ``--j
 
 ``--json`` schema (one object)::
 
-    {"current": [T], "plan": [T] | null, "changes": [{label, current, recommended, change,
-     share, mroi_last, mroi_predicted}], "expected_uplift": {"value", "low", "high"} | null,
+    {"current": [T], "plan": [T] | null, "decimals": int, "changes": [{label, current, recommended, change,
+     share, mroi_last, mroi_predicted (null: no slope)}], "expected_uplift": {"value", "low", "high"} | null,
      "flags": [{kind, slots, numbers, message}], "reason": str, "warnings": [str],
      "raw_text": str, "rejected_answers": [{text, error, seed}], "source": str,
      "provenance": {"model", "backend", "policies", "adapters", "seed", "version"}}
@@ -25,33 +25,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from tools.money import format_money, format_ratio, round_cents
+from tools.money import format_money, format_ratio, round_money
 from tools.plan_report import PlanReport
 
 HEADERS = ("slot", "current", "recommended", "change", "share", "MROI last", "MROI predicted")
 
 
-def _signed(x: float) -> str:
-    text = format_money(x)
+def _signed(x: float, decimals: int = 2) -> str:
+    text = format_money(x, decimals)
     return text if text.startswith("-") or x == 0 else "+" + text
 
 
 def _uplift_line(report: PlanReport) -> str:
     u = report.expected_uplift
-    line = f"expected change in return: {_signed(u.value)}"
+    d = report.decimals
+    line = f"expected change in return: {_signed(u.value, d)}"
     if u.low is not None and u.high is not None:
-        line += f" (95% interval {_signed(u.low)} to {_signed(u.high)})"
+        line += f" (95% interval {_signed(u.low, d)} to {_signed(u.high, d)})"
     return line
 
 
 def plan_table(report: PlanReport) -> str:
-    """The per-slot table with a total row; money to the cent with thousands separators."""
-    rows = [[c.label, format_money(c.current), format_money(c.recommended), _signed(c.change),
+    """The per-slot table with a total row; money to the cent (``report.decimals``) with
+    thousands separators."""
+    d = report.decimals
+    rows = [[c.label, format_money(c.current, d), format_money(c.recommended, d), _signed(c.change, d),
              f"{100 * c.share:.1f}%", format_ratio(c.mroi_last), format_ratio(c.mroi_predicted)]
             for c in report.changes]
-    total_change = round(sum(c.change for c in report.changes), 2) + 0.0  # never "-0.00"
-    rows.append(["total", format_money(sum(report.current)), format_money(sum(report.plan)),
-                 _signed(total_change), "100.0%", "", ""])
+    total_change = round(sum(c.change for c in report.changes), d) + 0.0  # never "-0.00"
+    rows.append(["total", format_money(sum(report.current), d), format_money(sum(report.plan), d),
+                 _signed(total_change, d), "100.0%", "", ""])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
 
     def line(cells) -> str:
@@ -91,13 +94,15 @@ def format_plan(report: PlanReport, flags: list[dict], source_note: str | None) 
 
 
 def plan_json(report: PlanReport | None, *, current: list[float], flags: list[dict], reason: str | None,
-              raw_text: str, source: str, prov: dict, rejected: list[dict] | None = None) -> dict[str, Any]:
-    """The ``--json`` object (see the module doc for the schema)."""
+              raw_text: str, source: str, prov: dict, rejected: list[dict] | None = None,
+              decimals: int = 2) -> dict[str, Any]:
+    """The ``--json`` object (see the module doc for the schema); without a report,
+    ``current`` is rounded to ``decimals`` places (the task's ``money_decimals``)."""
     if report is None:
-        return {"current": round_cents(current), "plan": None, "changes": [], "expected_uplift": None,
+        return {"current": round_money(current, decimals=decimals), "plan": None, "decimals": decimals, "changes": [], "expected_uplift": None,
                 "flags": flags, "reason": reason, "warnings": [], "raw_text": raw_text,
                 "rejected_answers": list(rejected or []), "source": "none", "provenance": prov}
-    return {"current": report.current, "plan": report.plan,
+    return {"current": report.current, "plan": report.plan, "decimals": report.decimals,
             "changes": [c.model_dump() for c in report.changes],
             "expected_uplift": report.expected_uplift.model_dump(), "flags": flags,
             "reason": report.reason, "warnings": list(report.warnings), "raw_text": raw_text,
