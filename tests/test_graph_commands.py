@@ -66,9 +66,9 @@ def test_bad_flag_values_name_the_flag(argv, message, capsys):
 
 def test_context_errors_after_parsing_are_reported(tmp_path, capsys):
     assert run.main(["--out", str(tmp_path / "o"), "--window", "0", "--quiet"]) == 2
-    assert "context.window must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert "--window 0: must be an integer >= 1" in capsys.readouterr().err  # the flag, not the field
     assert bench.main(["--envs", "5", "--rounds", "0"]) == 2
-    assert "context.max_rounds must be an integer >= 1" in capsys.readouterr().err
+    assert "--rounds 0: must be an integer >= 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command, argv", [

@@ -24,7 +24,7 @@ def test_quadratic_response_gives_exact_mroi():
     # radio borrows tv's elasticity (the median of the identified slots): MROI = e * R / x.
     assert est.elasticity[1] == est.elasticity[0]
     assert np.allclose(est.mroi[:, 1], est.elasticity[0] * rets[:, 1] / 2.0)
-    assert "MROI estimated from returns" in est.note and "radio: spend never varied" in est.note
+    assert "MROI estimated from returns" in est.note and "radio: fewer than two distinct positive spends" in est.note
     # No slot identified at all: a square-root response is assumed.
     flat = estimate_mroi(np.full((3, 1), 2.0), np.full((3, 1), 3.0), unit=2.0)
     assert flat.method == ["borrowed"] and np.allclose(flat.mroi, 0.5 * 3.0 / 2.0)

@@ -50,7 +50,8 @@ class MroiEstimate:
     """Estimated MROI per record and slot ``(H, T)`` with how each slot was fitted.
 
     ``mroi_se (H, T)`` is ``nan`` where the fit leaves no residual to judge it by;
-    ``method[t]`` is ``"quadratic"``, ``"power"`` or ``"borrowed"`` (spend never varied);
+    ``method[t]`` is ``"quadratic"``, ``"power"`` or ``"borrowed"`` (fewer than two distinct
+    positive spends with a positive return: a zero spend has no elasticity);
     ``elasticity (T,)`` the power curve's (also computed for quadratic slots, used for
     zero-spend records); ``note`` one line saying MROI was estimated, how, and caveats.
     """
@@ -129,7 +130,8 @@ def estimate_mroi(alloc, returns, unit: float, labels: list[str] | None = None) 
     if "borrowed" in method:
         who = ", ".join(labels[t] for t in range(T) if method[t] == "borrowed")
         src = "the median of the other slots" if known else "a square-root response"
-        note += f"; {who}: spend never varied, elasticity {borrowed:.2f} assumed ({src})"
+        note += (f"; {who}: fewer than two distinct positive spends with a positive return, elasticity "
+                 f"{borrowed:.2f} assumed ({src})")
     return MroiEstimate(mroi=mroi, mroi_se=mroi_se, method=method, elasticity=e, note=note)
 
 

@@ -38,6 +38,21 @@ def add_context_flags(parser: argparse.ArgumentParser, only: Iterable[str], *,
 
 
 def context_from_args(args: argparse.Namespace, only: Iterable[str], **fixed: Any) -> Context:
-    """The :class:`Context` of the parsed flags in ``only``, with ``fixed`` values on top."""
+    """The :class:`Context` of the parsed flags in ``only``, with ``fixed`` values on top.
+
+    A value the context rejects is reported with the flag the user typed
+    (``--window 0: must be an integer >= 1, got 0``), not the field's name."""
+    import re
+
+    from tools.cli_errors import InputError
+
     values = {name: getattr(args, name) for name in only}
-    return Context.from_dict({**values, **fixed})
+    try:
+        return Context.from_dict({**values, **fixed})
+    except ValueError as e:
+        m = re.match(r"context\.(\w+) (.*)", str(e))
+        if m is None or m.group(1) not in values:
+            raise
+        name = m.group(1)
+        flag = ROUNDS_FLAGS[0] if name == "max_rounds" else "--" + name.replace("_", "-")
+        raise InputError(flag, values[name], re.sub(r", got .*$", "", m.group(2))) from None
