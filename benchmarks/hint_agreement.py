@@ -13,8 +13,10 @@ as the graph builds it) and compares it with the answer:
 (``--option grow:1``: those runs predate ``grow=2`` as ``local-model``'s default; the hint
 is rebuilt as they showed it.)
 
-Prints the share of answers equal to the rounded hint (within 0.01 per slot), the
-distribution of the largest per-slot deviation, and the worst cases.
+Prints the share of answers equal to the rounded hint (within 0.01 per slot), the share
+copied one slot out of step (an entry skipped or repeated:
+``policies.observations.misaligned_copy``), the distribution of the largest per-slot
+deviation, and the worst cases.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from policies.base import DecisionRequest  # noqa: E402
-from policies.observations import HINT_COPY_TOL, shown_hint  # noqa: E402
+from policies.observations import HINT_COPY_TOL, misaligned_copy, shown_hint  # noqa: E402
 from tools.envs import env_from_spec  # noqa: E402
 from tools.task import Record  # noqa: E402
 
@@ -95,7 +97,9 @@ def main(argv=None) -> int:
             print(f"{path}: no parsed {args.role} answers")
             continue
         dev = np.array([np.abs(a - h).max() for _, _, h, a in rows])
+        slips = sum(misaligned_copy(list(a), list(h)) for _, _, h, a in rows)
         print(f"{path}: {len(rows)} {args.role} answers; equal to the rounded hint: {np.mean(dev <= HINT_COPY_TOL):.2f}; "
+              f"copied out of step: {slips} ({slips / len(rows):.1%}); "
               f"largest per-slot deviation: median {np.median(dev):.2f}, mean {dev.mean():.2f}, "
               f"> 0.5 in {np.mean(dev > 0.5):.2f}")
         for i in np.argsort(-dev)[:args.worst]:

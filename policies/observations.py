@@ -73,3 +73,38 @@ def copies_hint(request, decision) -> bool:
     ans = (decision.meta or {}).get("answer_units")
     hint = shown_hint(request)
     return ans is not None and len(ans) == len(hint) and all(abs(a - h) <= HINT_COPY_TOL for a, h in zip(ans, hint))
+
+
+def _aligned(a: Sequence[float], h: Sequence[float], weight) -> int:
+    """Weighted longest common subsequence of ``a`` and ``h`` (entries equal to
+    :data:`HINT_COPY_TOL`): the most entries of ``a`` that copy ``h`` in order."""
+    prev = [0] * (len(h) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(h):
+            cur.append(max(prev[j] + weight(y), prev[j + 1], cur[j]) if abs(x - y) <= HINT_COPY_TOL
+                       else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def misaligned_copy(answer: Sequence[float], hint: Sequence[float]) -> bool:
+    """Whether ``answer`` is the hint copied out of step: an entry skipped (or repeated)
+    and the rest written one slot off, so slot t gets slot t+1's change.
+
+    A small model copying a long vector slips this way (the shipped Optimizer in 6-7% of
+    its answers at T = 10 and 16 in the matrix, almost never at T <= 6: docs/results.md
+    §8); the plan it makes moves each slot by its neighbour's amount, which no reading of
+    the records supports. ``benchmarks/hint_agreement.py`` counts these slips. Counted: the answer copies at least
+    two more of the hint's non-zero entries in order (a common subsequence) than in
+    place, and all but two entries in order. Zeros do not count as evidence: a hold
+    answer beside a hint with zeros is a different answer, not a slip."""
+    if len(answer) != len(hint) or len(hint) < 3:
+        return False
+    in_place = [abs(x - y) <= HINT_COPY_TOL for x, y in zip(answer, hint)]
+    if all(in_place):
+        return False
+    nonzero = lambda y: 1 if abs(y) > HINT_COPY_TOL else 0  # noqa: E731
+    placed_nz = sum(ok and nonzero(y) for ok, y in zip(in_place, hint))
+    return (_aligned(answer, hint, lambda y: 1) >= len(hint) - 2
+            and _aligned(answer, hint, nonzero) >= placed_nz + 2)
