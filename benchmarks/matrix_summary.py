@@ -96,6 +96,24 @@ def markdown(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def comparison(rows: dict[str, dict], before: dict[str, dict]) -> str:
+    """Cell by cell against the same cells of an earlier matrix (``before``): DARA's mean
+    regret over rounds 3-10 and at the last round, local-model's over rounds 3-10, and
+    DARA's fallback rate, as ``before → now``."""
+    lines = ["| cell | DARA rounds 3-10 | DARA last round | `local-model` rounds 3-10 | DARA fallback |",
+             "|" + "---|" * 5]
+    for name, r in rows.items():
+        b = before.get(name)
+        if b is None or r.get("mean_from_r3") is None or b.get("mean_from_r3") is None:
+            continue
+        pair = lambda x, y, f="{:.2f}": f"{f.format(x)} → {f.format(y)}"  # noqa: E731
+        lines.append(f"| {name} | {pair(100 * b['mean_from_r3']['dara'], 100 * r['mean_from_r3']['dara'])} | "
+                     f"{pair(100 * b['dara_regret'][-1], 100 * r['dara_regret'][-1])} | "
+                     f"{pair(100 * b['mean_from_r3']['local-model'], 100 * r['mean_from_r3']['local-model'])} | "
+                     f"{pair(100 * b['fallback_rate'], 100 * r['fallback_rate'], '{:.1f}%')} |")
+    return "\n".join(lines)
+
+
 def plot(rows: dict[str, dict], path: str) -> None:
     import matplotlib
 
@@ -130,6 +148,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tie", type=float, default=0.5, help="tie level in %% of the optimal value (default 0.5)")
     ap.add_argument("--json", type=Path, default=None, help="write the per-cell checks here")
     ap.add_argument("--plot", default=None, help="heatmap of DARA - heuristic regret")
+    ap.add_argument("--against", type=Path, default=None,
+                    help="a directory of an earlier matrix: also print each cell against the same cell there")
     a = ap.parse_args(argv)
     rows: dict[str, dict] = {}
     for f in sorted(a.files, key=natural_key):
@@ -139,6 +159,14 @@ def main(argv=None) -> int:
             print(f"matrix_summary: {f}: {e}", file=sys.stderr)
             return 2
     print(markdown(rows))
+    if a.against:
+        before = {}
+        for name in rows:
+            f = a.against / f"{name}.json"
+            if f.is_file():
+                before[name] = cell_summary(json.loads(f.read_text()), tie=a.tie / 100)
+        print(f"\nagainst {a.against} (before → now):\n")
+        print(comparison(rows, before))
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(rows, indent=1) + "\n")

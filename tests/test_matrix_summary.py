@@ -35,3 +35,19 @@ def test_cli_prints_the_table_and_names_a_bad_file(tmp_path, capsys):
     bad.write_text(json.dumps({"config": {}, "methods": {"heuristic": {"regret": [0.1]}}}))
     assert ms.main([str(bad)]) == 2
     assert "bad.json: the cell has no 'dara' method" in capsys.readouterr().err
+
+
+def test_against_an_earlier_matrix_prints_before_and_now(tmp_path, capsys):
+    ms = load_benchmark("matrix_summary")
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir(), new.mkdir()
+    (old / "media-T6-n0.1.json").write_text(json.dumps(_cell([0.3, 0.2, 0.04, 0.02], [0.4, 0.3, 0.2, 0.1],
+                                                             lm=[0.3, 0.2, 0.03, 0.01])))
+    (new / "media-T6-n0.1.json").write_text(json.dumps(_cell([0.3, 0.2, 0.02, 0.01], [0.4, 0.3, 0.2, 0.1],
+                                                             lm=[0.3, 0.2, 0.02, 0.01], fallback=0.005)))
+    (new / "robyn-n0.1.json").write_text(json.dumps(_cell([0.3, 0.2, 0.1, 0.05], [0.4, 0.3, 0.2, 0.1],
+                                                          lm=[0.3, 0.2, 0.1, 0.05])))  # no earlier cell: left out
+    assert ms.main([str(new / "media-T6-n0.1.json"), str(new / "robyn-n0.1.json"), "--against", str(old)]) == 0
+    out = capsys.readouterr().out
+    assert "| media-T6-n0.1 | 3.00 → 1.50 | 2.00 → 1.00 | 2.00 → 1.50 | 0.0% → 0.5% |" in out
+    assert "| robyn-n0.1 | 3.00" not in out.split("before → now")[1]
