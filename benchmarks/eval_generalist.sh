@@ -35,8 +35,14 @@ mkdir -p "$OUT"
 cell() {  # cell NAME FAMILY NOISE [--periods T] [extra bench flags...]
   local name=$1 fam=$2 noise=$3; shift 3
   [[ -n "${CELLS:-}" && ! "$name" =~ $CELLS ]] && return 0
-  # a cell's JSON is written when it completes: keep it (and its timings) unless REDO=1
-  if [[ -f "$OUT/$name.json" && -z "${REDO:-}" ]]; then echo "== $name: done ($OUT/$name.json)" >&2; return 0; fi
+  # a cell's JSON is written when it completes: keep it (and its timings) unless REDO=1 or
+  # it was run with another number of environments or rounds
+  if [[ -f "$OUT/$name.json" && -z "${REDO:-}" ]] && python3 - "$OUT/$name.json" "$N" "$ROUNDS" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])).get("config", {})
+sys.exit(0 if (c.get("envs"), c.get("rounds")) == (int(sys.argv[2]), int(sys.argv[3])) else 1)
+PY
+  then echo "== $name: done ($OUT/$name.json)" >&2; return 0; fi
   echo "== $name" >&2
   dara bench --family "$fam" --noise "$noise" --envs "$N" --rounds "$ROUNDS" --seed "$SEED" \
       --policies "${POLICIES:-dara,heuristic,gradient,local-model,uniform}" "$@" "${ADAPTERS[@]}" \

@@ -40,7 +40,7 @@ from tools.budget import enforce_budget as _enforce_budget
 from tools.metrics import dispersion as _dispersion
 from tools.returns import estimate_mroi, mroi_task
 from tools.self_check import check_plan
-from tools.task import Record, Task
+from tools.task import Record, Task, load_task
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -160,7 +160,7 @@ def setup(state: State, runtime: Runtime[Context]) -> dict:
             raise ValueError("input needs a 'task' (task contract JSON) or an 'env' (environment spec)")
         task = fb.get_env(env).task(0)
     else:
-        task = Task.model_validate(state["task"])
+        task = load_task(state["task"], require_history=False)  # one-line errors, units checked
     if ctx.feedback == "simulator":
         if env is None:
             raise ValueError(

@@ -68,15 +68,21 @@ def trained_periods(adapter_dir: str | Path | None) -> tuple[int, int] | None:
     if adapter_dir is None or str(adapter_dir) == "none":
         return None
     d = Path(adapter_dir)
-    for path, key in ((d / ADAPTER_META, None), (d.parent / "config.json", "rollout")):
+    for path, run_config in ((d / ADAPTER_META, False), (d.parent / "config.json", True)):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        data = data.get(key) if key and isinstance(data, dict) else data
-        rng = data.get("periods_range") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or (run_config and data.get("mode") not in ("sft", "grpo")):
+            continue  # a config.json that is not a DARA training run's says nothing
+        data = data.get("rollout") if run_config else data
+        if not isinstance(data, dict):
+            continue
+        rng = data.get("periods_range")
         if isinstance(rng, list) and len(rng) == 2 and all(isinstance(x, int) for x in rng):
             return int(rng[0]), int(rng[1])
+        if run_config and isinstance(data.get("periods"), int):  # a fixed-T run
+            return int(data["periods"]), int(data["periods"])
     return None
 
 

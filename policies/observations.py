@@ -76,7 +76,7 @@ def copies_hint(request, decision) -> bool:
 
 
 def _aligned(a: Sequence[float], h: Sequence[float], weight) -> int:
-    """Weighted longest common subsequence of ``a`` and ``h`` (entries equal to
+    """Weighted longest common subsequence of ``a`` and ``h`` (entries equal within
     :data:`HINT_COPY_TOL`): the most entries of ``a`` that copy ``h`` in order."""
     prev = [0] * (len(h) + 1)
     for x in a:
@@ -90,7 +90,7 @@ def _aligned(a: Sequence[float], h: Sequence[float], weight) -> int:
 
 def misaligned_copy(answer: Sequence[float], hint: Sequence[float]) -> bool:
     """Whether ``answer`` is the hint copied out of step: an entry skipped (or repeated)
-    and the rest written one slot off, so slot t gets slot t+1's change.
+    and the rest written a slot off, so slot t gets slot t+1's change (two skips count too).
 
     A small model copying a long vector slips this way (the shipped Optimizer in 6-7% of
     its answers at T = 10 and 16 in the matrix, almost never at T <= 6: docs/results.md

@@ -70,7 +70,7 @@ def _read_window(path: Path):
         return []
     T = len(data[0].get("allocation") or []) if isinstance(data[0], dict) else 0
     try:  # validated as a task's history: one-line errors naming record and field
-        task = load_task({"budget": 1, "periods": max(T, 1), "history": data})
+        task = load_task({"budget": 1, "periods": max(T, 1), "history": data}, check_units=False)
     except TaskError as e:
         raise ValueError(f"--window-file {path}: {e}") from None
     return list(task.history)

@@ -83,3 +83,15 @@ def test_allocate_warns_when_the_task_has_more_slots_than_the_adapters_saw(tmp_p
     assert _range_warnings(task, ctx, []) == []  # no model role ran
     small = load_task({"budget": 6.0, "periods": 6, "history": [{"allocation": [1.0] * 6, "mroi": [1.0] * 6}]})
     assert _range_warnings(small, ctx, ["reasoner"]) == []
+
+
+def test_trained_periods_of_a_fixed_t_run_and_of_a_config_that_is_not_a_run(tmp_path):
+    from policies.adapter_meta import trained_periods
+
+    a = tmp_path / "run" / "adapter"
+    a.mkdir(parents=True)
+    cfg = tmp_path / "run" / "config.json"
+    cfg.write_text(json.dumps({"mode": "grpo", "rollout": {"periods": 6, "periods_range": []}}))
+    assert trained_periods(a) == (6, 6)
+    cfg.write_text(json.dumps({"rollout": {"periods_range": [2, 16]}}))  # no mode: not a DARA run's config
+    assert trained_periods(a) is None

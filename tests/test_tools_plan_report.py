@@ -62,6 +62,11 @@ def test_no_interval_when_a_moved_slot_never_varied_or_noise_is_unknown():
     rep = plan_report(_task(hist), [45000, 17000, 38000])
     assert rep.expected_uplift.low is None and rep.expected_uplift.high is None
     assert "social" in rep.warnings[0] and "never varied" in rep.warnings[0]
+    # no slope, no prediction: the moved social slot shows n/a, the others a number
+    assert [c.mroi_predicted is None for c in rep.changes] == [False, False, True]
+    from graph.commands.plan_output import plan_table
+
+    assert [line.split()[-1] for line in plan_table(rep).splitlines()[2:5]][2] == "n/a"
     rep = plan_report(_task(HISTORY[:2]), [40000, 35000, 25000])
     assert rep.expected_uplift.low is None and "too few records" in rep.warnings[0]
 
@@ -86,6 +91,15 @@ def test_round_money_sums_exactly_and_moves_each_value_under_a_cent(values):
     assert sum(round(v * 100) for v in out) == round(sum(values) * 100)
     assert all(abs(o - v) < 0.01 + 1e-6 for o, v in zip(out, values))
     assert all(round(o, 2) == o for o in out)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(0, 1e4, allow_nan=False), min_size=1, max_size=12), st.integers(2, 8))
+def test_round_money_at_more_decimals_sums_exactly(values, decimals):
+    out = round_money(values, sum(values), decimals)
+    scale = 10 ** decimals
+    assert sum(round(v * scale) for v in out) == round(sum(values) * scale)
+    assert all(abs(o - v) < 1 / scale + 1e-6 for o, v in zip(out, values))
 
 
 def test_money_formats():
@@ -127,6 +141,9 @@ def test_reason_says_money_was_added_or_cut_when_the_budget_differs_from_the_cur
     assert cut.reason.startswith("cut 10,000 from tv (MROI 0.8)"), cut.reason
     assert "below the current total" in cut.reason
     both = plan_report(_task(budget=110000), [40000, 45000, 25000])
-    assert both.reason.startswith("moved 18,000 from tv (MROI 0.8, -5,000), social (MROI 1.7, -3,000) to search"), \
-        both.reason
-    assert "(the budget is 10,000 above the current total)" in both.reason
+    assert both.reason.startswith("moved 8,000 from tv (MROI 0.8, -5,000), social (MROI 1.7, -3,000) to search"), \
+        both.reason  # what left a slot moved; the rest was added
+    assert "; added 10,000 in all: the budget is 10,000 above the current total" in both.reason
+    small = plan_report(_task(budget=100900), [45300, 27300, 28300])  # +300 each: under 1% of an equal share
+    assert small.reason == ("no change: the plan keeps the current allocation (every slot moves by less than 1% "
+                            "of an equal share; the budget is 900 above the current total)")

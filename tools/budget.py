@@ -144,7 +144,9 @@ class BudgetReport(BaseModel):
 
 
 def _fmt(x: float) -> str:
-    return format_amount(x) if abs(x) >= 0.01 or x == 0 else format_ratio(x)
+    """Money in a message: to the cent from 100 up, else 4 significant digits (a budget
+    written in millions must not read 0.06 for 0.0625)."""
+    return format_amount(x) if abs(x) >= 100 or x == 0 else format_ratio(x, 4)
 
 
 def _feasible_limits(task: Task, current) -> tuple[np.ndarray, np.ndarray]:

@@ -49,16 +49,17 @@ def round_money(values: Sequence[float], total: float | None = None, decimals: i
         raise ValueError(f"values must be a 1-D list of finite numbers, got {list(np.ravel(x))[:6]}")
     target = round((float(x.sum()) if total is None else float(total)) * scale)
     cents = np.round(x * scale, 6)  # kill float noise before flooring (0.29 * 100 = 28.999...)
-    base = np.floor(cents).astype(np.int64)
-    missing = int(target - base.sum())
+    floors = np.floor(cents)
+    base = [int(c) for c in floors]  # Python ints: no int64 overflow at many decimals
+    missing = int(target - sum(base))
     if missing:
-        order = np.argsort(-(cents - base), kind="stable")
+        order = np.argsort(-(cents - floors), kind="stable")
         step = 1 if missing > 0 else -1
         if missing < 0:
             order = order[::-1]
         for k in range(abs(missing)):
-            base[order[k % x.size]] += step
-    return [int(c) / scale for c in base]
+            base[int(order[k % x.size])] += step
+    return [c / scale for c in base]
 
 
 def format_money(x: float, decimals: int = 2) -> str:

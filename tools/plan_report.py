@@ -38,6 +38,8 @@ __all__ = ["SlotChange", "Uplift", "PlanReport", "plan_report", "reason_text", "
 
 #: An unchanged slot's MROI counts as "at the mean" within this share of the MROI range.
 AT_MEAN = 0.1
+#: A budget this share of B/T or more away from the current total is a budget change the reason names.
+BUDGET_CHANGE = 0.005
 #: A plan more than this share outside a slot's observed spend range is extrapolated.
 EXTRAPOLATION_MARGIN = 0.1
 
@@ -46,9 +48,9 @@ class SlotChange(BaseModel):
     """One row of the plan table."""
 
     label: str
-    current: float = Field(description="Current spend, to the cent.")
-    recommended: float = Field(description="Recommended spend, to the cent.")
-    change: float = Field(description="recommended - current, to the cent.")
+    current: float = Field(description="Current spend, to the cent (``PlanReport.decimals`` places).")
+    recommended: float = Field(description="Recommended spend, to the cent (``PlanReport.decimals`` places).")
+    change: float = Field(description="recommended - current, to the same places.")
     share: float = Field(description="recommended / budget.")
     mroi_last: float = Field(description="MROI in the last record (estimated when the records carry returns).")
     mroi_predicted: float | None = Field(description="MROI the fitted response curve predicts at the recommended "
@@ -70,16 +72,14 @@ class PlanReport(BaseModel):
     budget: float
     decimals: int = Field(2, description="Decimal places of every amount: 2 (cents) for budgets of 100 or more, "
                                          "one more per factor of ten below (tools.money.money_decimals).")
-    current: list[float] = Field(description="Current allocation per slot (slot order), to the cent.")
-    plan: list[float] = Field(description="Recommended allocation per slot, summing to the budget to the cent.")
+    current: list[float] = Field(description="Current allocation per slot (slot order), to ``decimals`` places.")
+    plan: list[float] = Field(description="Recommended allocation per slot, summing to the budget to ``decimals`` places.")
     changes: list[SlotChange]
     expected_uplift: Uplift
     flags: list[Flag] = Field(default_factory=list, description="Self-check findings; empty when the plan passes.")
     reason: str = Field(description="Why, from the facts above.")
     warnings: list[str] = Field(default_factory=list, description="Limits of the evidence behind the numbers.")
     notes: list[str] = Field(default_factory=list, description="How figures were obtained, e.g. MROI estimated from returns.")
-
-
 
 
 def _sig(x: float) -> float:
@@ -116,8 +116,13 @@ def reason_text(rows: list[SlotChange], unit: float, bound_note: dict[str, str] 
     bound_note = bound_note or {}
     delta = np.array([r.change for r in rows])
     losing, gaining = moved_slots(delta, unit)
+    net = float(delta.sum())
+    off = abs(net) > BUDGET_CHANGE * unit  # the budget differs from the current total
+    note = (f"the budget is {format_amount(abs(net), decimals)} {'above' if net > 0 else 'below'} the current "
+            "total") if off else ""
     if not (losing.any() or gaining.any()):
-        return "no change: the plan keeps the current allocation"
+        return "no change: the plan keeps the current allocation" + (
+            f" (every slot moves by less than 1% of an equal share; {note})" if off else "")
 
     def side(mask: np.ndarray, first: bool) -> str:
         idx = sorted(np.nonzero(mask)[0], key=lambda t: -abs(delta[t]))
@@ -128,17 +133,16 @@ def reason_text(rows: list[SlotChange], unit: float, bound_note: dict[str, str] 
         return ", ".join(f"{rows[t].label} (MROI {format_ratio(rows[t].mroi_last, 2)}, "
                          f"{'+' if delta[t] > 0 else '-'}{format_amount(abs(delta[t]), decimals)})" for t in idx)
 
-    net = float(delta.sum())
+    gain, loss = float(delta[gaining].sum()), float(-delta[losing].sum())
     if not losing.any():
-        parts = [f"added {format_amount(float(delta[gaining].sum()), decimals)} to {side(gaining, True)}"]
+        parts = [f"added {format_amount(gain, decimals)} to {side(gaining, True)}" + (f" ({note})" if off else "")]
     elif not gaining.any():
-        parts = [f"cut {format_amount(float(-delta[losing].sum()), decimals)} from {side(losing, True)}"]
-    else:
-        moved = float(delta[gaining].sum())
+        parts = [f"cut {format_amount(loss, decimals)} from {side(losing, True)}" + (f" ({note})" if off else "")]
+    else:  # money moved; with a budget change, only what left a slot moved, the rest was added or cut
+        moved = min(gain, loss) if off else gain
         parts = [f"moved {format_amount(moved, decimals)} from {side(losing, True)} to {side(gaining, False)}"]
-    if abs(net) > 0.005 * unit:
-        parts[0] += (f" (the budget is {format_amount(abs(net), decimals)} "
-                     f"{'above' if net > 0 else 'below'} the current total)")
+        if off:
+            parts.append(f"{'added' if net > 0 else 'cut'} {format_amount(abs(net), decimals)} in all: {note}")
     r = np.array([row.mroi_last for row in rows])
     mean, spread = float(r.mean()), float(r.max() - r.min())
     for t in np.nonzero(~(losing | gaining))[0]:

@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from tools.local_response import LocalResponse, fit_local_response
-from tools.money import format_amount, format_ratio
+from tools.money import format_amount, format_ratio, money_decimals
 from tools.returns import mroi_task
 from tools.task import Task
 
@@ -100,6 +100,7 @@ def check_plan(task: Task, plan, current=None, *, z: float = 1.96, evidence: Evi
     delta = b - cur
     losing, gaining = moved_slots(delta, task.unit)
     flags: list[Flag] = []
+    dec = money_decimals(task.budget)
 
     unchecked = [t for t in np.nonzero(losing | gaining)[0] if not model.varied[t]]
     if unchecked:
@@ -127,7 +128,7 @@ def check_plan(task: Task, plan, current=None, *, z: float = 1.96, evidence: Evi
         into = ", ".join(f"{names[j]} (MROI {_pm(r[j], se[j])})" for j in worse)
         flags.append(Flag(
             kind="against_evidence", slots=[names[i]] + [names[j] for j in worse], numbers=numbers,
-            message=f"moves {format_amount(-delta[i])} out of {names[i]} (MROI {_pm(r[i], se[i])}) into "
+            message=f"moves {format_amount(-delta[i], dec)} out of {names[i]} (MROI {_pm(r[i], se[i])}) into "
                     f"{into}: the records say {names[i]} returns more per extra unit"))
 
     gain = model.gain(b, cur)
@@ -140,5 +141,5 @@ def check_plan(task: Task, plan, current=None, *, z: float = 1.96, evidence: Evi
         flags.append(Flag(
             kind="lower_return", slots=[names[t] for t in np.nonzero(losing | gaining)[0]], numbers=numbers,
             message=f"the response curves fitted to the records predict a lower return than the current "
-                    f"allocation: {format_amount(total)}" + (f" (+- {format_amount(z * s)})" if s else "")))
+                    f"allocation: {format_amount(total, dec)}" + (f" (+- {format_amount(z * s, dec)})" if s else "")))
     return flags

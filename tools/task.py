@@ -326,7 +326,7 @@ def _task_error(err: dict, n_errors: int, source: str | None) -> TaskError:
     if kind == "extra_forbidden":
         return TaskError(path, None, f"unknown field (known: {', '.join(_known_fields(loc))})" + more, source)
     if kind == "less_than_equal":
-        return TaskError(path, show(err.get("input")), f"expected a number <= {ctx.get('le'):.0e}: amounts above "
+        return TaskError(path, show(err.get("input")), f"expected a number <= {ctx.get('le'):,.0f}: amounts above "
                          "lose cents in floating point; write the task in thousands or millions" + more, source)
     if kind in ("greater_than", "greater_than_equal"):
         op, bound = (">", ctx.get("gt")) if kind == "greater_than" else (">=", ctx.get("ge"))
@@ -341,11 +341,13 @@ def _task_error(err: dict, n_errors: int, source: str | None) -> TaskError:
     return TaskError(path, show(err.get("input")), expected + more, source)
 
 
-def load_task(source: Any, *, require_history: bool = True) -> Task:
+def load_task(source: Any, *, require_history: bool = True, check_units: bool = True) -> Task:
     """Read a task from a :class:`Task`, a dict, a JSON string or a file path.
 
     Every problem raises :class:`TaskError` (a ``ValueError``) with a one-line message.
     ``require_history`` (default) rejects an empty history: planning needs records.
+    ``check_units`` (default) rejects a budget more than ``UNIT_MISMATCH`` times away from
+    every record's total (records validated on their own, e.g. a window file, skip it).
     """
     name = None
     if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith("{")):
@@ -374,7 +376,8 @@ def load_task(source: Any, *, require_history: bool = True) -> Task:
         raise _task_error(errs[0], len(errs), name) from None
     if require_history and not task.history:
         raise TaskError("history", "[]", "expected at least one record: a plan needs evidence", name)
-    _check_units(task, name)
+    if check_units:
+        _check_units(task, name)
     return task
 
 
@@ -390,7 +393,9 @@ def _check_units(task: Task, source: str | None) -> None:
     if all(r > UNIT_MISMATCH for r in ratios) or all(r < 1 / UNIT_MISMATCH for r in ratios):
         lo, hi = min(totals), max(totals)
         span = f"{lo:,.6g}" if lo == hi else f"{lo:,.6g} to {hi:,.6g}"
+        from tools.money import format_ratio
+
         raise TaskError("budget", show(task.budget),
-                        f"is {min(ratios, key=lambda r: abs(math.log(r))):.3g} times the records' total spend "
+                        f"is {format_ratio(min(ratios, key=lambda r: abs(math.log(r))))} times the records' total spend "
                         f"({span} per record): the budget and the records look to be in different units "
                         "(e.g. thousands and units); write them in the same unit", source)

@@ -41,6 +41,8 @@ from tools.money import format_money, money_decimals
 
 _OPTIONAL = tuple(f for f in ("on_flag",) if f in {x.name for x in fields(Context)})
 CONTEXT_FIELDS = (*POLICY_FIELDS, *MODEL_FIELDS, "window", "tolerance", "approval", *_OPTIONAL)
+FLAG_NAMES = {"approval": ["--approve"]}
+"""Context fields whose flag here has another name."""
 FALLBACKS = ("uniform", "heuristic", "gradient", "local-model")
 """Numeric policies ``--fallback`` accepts (``hold`` would keep the current plan: no plan)."""
 PROG = "dara allocate"
@@ -56,7 +58,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--family", default=None, help="simulator: family (with --seed, --index)")
     p.add_argument("--seed", type=int, default=0, help="simulator: seed of the --family environments")
     p.add_argument("--index", type=int, default=0, help="simulator: which environment of the batch")
-    add_context_flags(p, CONTEXT_FIELDS, names={"approval": ["--approve"]},
+    add_context_flags(p, CONTEXT_FIELDS, names=FLAG_NAMES,
                       helps={"approval": "Approve or edit each plan before it is applied."})
     p.add_argument("--fallback", default=None, choices=FALLBACKS,
                    help="when the model's answer cannot be used, plan with this numeric policy instead "
@@ -116,7 +118,7 @@ def prepare(args) -> Setup:
     rounds = args.rounds if args.rounds is not None else (5 if has_feedback else 1)
     if not has_feedback and rounds != 1:
         raise InputError("--rounds", rounds, "without feedback (--live or --env) only one round can be planned")
-    ctx = context_from_args(args, CONTEXT_FIELDS, max_rounds=rounds, fallback=args.fallback,
+    ctx = context_from_args(args, CONTEXT_FIELDS, names=FLAG_NAMES, max_rounds=rounds, fallback=args.fallback,
                             feedback="simulator" if env is not None else "live")
     roles = llm_roles(ctx, rounds)
     check_context_models(ctx, roles)
@@ -362,7 +364,8 @@ def _conclude(args, setup: Setup, values: dict, final: dict | None, out: TextIO)
         n = len(final["rejected_answers"])
         note = (f"{_source_line(source, why, final.get('role'))}: sample {n}, asked again after {n} rejected "
                 "answer(s) (--verbose shows them)")
-    rep.warnings.extend(_range_warnings(task, ctx, setup.roles))
+    if source == "model":  # the chat model wrote this plan: say when it extrapolates in T
+        rep.warnings.extend(_range_warnings(task, ctx, setup.roles))
     print("\nplan:\n" + format_plan(rep, flags, note), file=out)
     if args.plot:
         from graph.commands.plan_plot import plot_plan

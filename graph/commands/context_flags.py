@@ -37,11 +37,13 @@ def add_context_flags(parser: argparse.ArgumentParser, only: Iterable[str], *,
               names={"max_rounds": ROUNDS_FLAGS, **(names or {})})
 
 
-def context_from_args(args: argparse.Namespace, only: Iterable[str], **fixed: Any) -> Context:
+def context_from_args(args: argparse.Namespace, only: Iterable[str], *,
+                      names: dict[str, list[str]] | None = None, **fixed: Any) -> Context:
     """The :class:`Context` of the parsed flags in ``only``, with ``fixed`` values on top.
 
     A value the context rejects is reported with the flag the user typed
-    (``--window 0: must be an integer >= 1, got 0``), not the field's name."""
+    (``--window 0: must be an integer >= 1``), not the field's name; ``names`` are the
+    renamed flags given to :func:`add_context_flags`."""
     import re
 
     from tools.cli_errors import InputError
@@ -50,9 +52,9 @@ def context_from_args(args: argparse.Namespace, only: Iterable[str], **fixed: An
     try:
         return Context.from_dict({**values, **fixed})
     except ValueError as e:
-        m = re.match(r"context\.(\w+) (.*)", str(e))
+        m = re.match(r"context\.(\w+)(?: = .*?[:;])? (.*)", str(e))
         if m is None or m.group(1) not in values:
             raise
         name = m.group(1)
-        flag = ROUNDS_FLAGS[0] if name == "max_rounds" else "--" + name.replace("_", "-")
+        flag = {"max_rounds": ROUNDS_FLAGS, **(names or {})}.get(name, ["--" + name.replace("_", "-")])[0]
         raise InputError(flag, values[name], re.sub(r", got .*$", "", m.group(2))) from None

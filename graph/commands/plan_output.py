@@ -99,7 +99,8 @@ def plan_json(report: PlanReport | None, *, current: list[float], flags: list[di
     """The ``--json`` object (see the module doc for the schema); without a report,
     ``current`` is rounded to ``decimals`` places (the task's ``money_decimals``)."""
     if report is None:
-        return {"current": round_money(current, decimals=decimals), "plan": None, "decimals": decimals, "changes": [], "expected_uplift": None,
+        return {"current": round_money(current, decimals=decimals), "plan": None,
+                "decimals": decimals, "changes": [], "expected_uplift": None,
                 "flags": flags, "reason": reason, "warnings": [], "raw_text": raw_text,
                 "rejected_answers": list(rejected or []), "source": "none", "provenance": prov}
     return {"current": report.current, "plan": report.plan, "decimals": report.decimals,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.money import format_amount, format_ratio
+from tools.money import format_amount, format_ratio, money_decimals
 from tools.self_check import fit_evidence
 from tools.task import Task
 
@@ -46,6 +46,7 @@ def plot_plan(task: Task, plan, current, path: str | Path, title: str | None = N
     commas = FuncFormatter(lambda x, _pos: f"{x:,.0f}" if abs(x) >= 100 or x == 0 else f"{x:.3g}")
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
     labels = task.slot_labels
+    dec = money_decimals(task.budget)
     for t in range(T):
         ax = axes[t // cols][t % cols]
         ax.axvspan(alloc[:, t].min(), max(alloc[:, t].max(), alloc[:, t].min() + 1e-9 * top[t]),
@@ -54,7 +55,7 @@ def plot_plan(task: Task, plan, current, path: str | Path, title: str | None = N
         ax.axhline(0.0, color="0.6", lw=0.6)
         ax.plot([cur[t]], [0.0], "o", color="C1", label="current")
         ax.plot([b[t]], [at_plan[t]], "*", ms=11, color="C2", label="recommended")
-        ax.set_title(f"{labels[t]}: {format_amount(round(cur[t], 2))} -> {format_amount(round(b[t], 2))}\n"
+        ax.set_title(f"{labels[t]}: {format_amount(cur[t], dec)} -> {format_amount(b[t], dec)}\n"
                      f"MROI {format_ratio(model.mroi(cur)[t], 2)} -> {format_ratio(model.mroi(b)[t], 2)}",
                      fontsize=8)
         ax.tick_params(labelsize=7)
