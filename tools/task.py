@@ -391,9 +391,10 @@ def _check_units(task: Task, source: str | None) -> None:
         return
     ratios = [task.budget / t for t in totals]
     if all(r > UNIT_MISMATCH for r in ratios) or all(r < 1 / UNIT_MISMATCH for r in ratios):
-        lo, hi = min(totals), max(totals)
-        span = f"{lo:,.6g}" if lo == hi else f"{lo:,.6g} to {hi:,.6g}"
-        from tools.money import format_ratio
+        from tools.money import format_amount, format_ratio
+
+        lo, hi = format_amount(min(totals)), format_amount(max(totals))
+        span = lo if lo == hi else f"{lo} to {hi}"
 
         raise TaskError("budget", show(task.budget),
                         f"is {format_ratio(min(ratios, key=lambda r: abs(math.log(r))))} times the records' total spend "
