@@ -60,17 +60,21 @@ def recorded_requests(path: Path, window: int, roles=("reasoner", "optimizer")):
                 pool.append(Record(allocation=r["allocation"], mroi=r["mroi"]))
 
 
-def answers_and_hints(path: Path, window: int, role: str = "optimizer") -> list[tuple[str, int, np.ndarray, np.ndarray]]:
-    """``(episode id, round, rounded hint, answer)`` of every parsed answer of ``role``."""
-    out = []
+def parsed_answers(path: Path, window: int, role: str = "optimizer"):
+    """``(episode, round record, request, rounded hint, answer)`` of every parsed answer of
+    ``role`` whose length matches its hint."""
     for ep, r, request in recorded_requests(path, window, (role,)):
         hint = np.array(shown_hint(request))
         m = re.search(r"\[(.*)\]", r.get("text") or "")
         if m:
             ans = np.array([float(x) for x in m.group(1).split(",")])
             if len(ans) == len(hint):
-                out.append((ep["id"], r["round"], hint, ans))
-    return out
+                yield ep, r, request, hint, ans
+
+
+def answers_and_hints(path: Path, window: int, role: str = "optimizer") -> list[tuple[str, int, np.ndarray, np.ndarray]]:
+    """``(episode id, round, rounded hint, answer)`` of every parsed answer of ``role``."""
+    return [(ep["id"], r["round"], hint, ans) for ep, r, _, hint, ans in parsed_answers(path, window, role)]
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,6 @@ departure that is not a slip) or ``rej`` (rejected by the decoder).
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.hint_agreement import recorded_requests  # noqa: E402
+from benchmarks.hint_agreement import parsed_answers  # noqa: E402
 from policies.llm import RESAMPLE_TEMPERATURE  # noqa: E402
 from policies.observations import HINT_COPY_TOL, misaligned_copy, shown_hint  # noqa: E402
 
@@ -47,10 +46,8 @@ def main(argv=None) -> int:
     slips = []
     for path in a.episodes:
         for role in ("reasoner", "optimizer"):
-            for ep, r, req in recorded_requests(path, 3, (role,)):
-                m = re.search(r"\[(.*)\]", r.get("text") or "")
-                if m and misaligned_copy([float(x) for x in m.group(1).split(",")], shown_hint(req)):
-                    slips.append((ep["id"], r["round"], role, req))
+            slips += [(ep["id"], r["round"], role, req) for ep, r, req, hint, ans in parsed_answers(path, 3, role)
+                      if misaligned_copy(list(ans), list(hint))]
     print(f"{len(slips)} recorded slips", flush=True)
     chosen = [s for s in slips if s[2] == "reasoner"] + [s for s in slips if s[2] == "optimizer"][:a.max_optimizer]
     pols = {}

@@ -87,16 +87,13 @@ def _sig(x: float) -> float:
     return float(f"{float(x):.6g}")
 
 
-def _uplift(ev: Evidence, plan: np.ndarray, cur: np.ndarray, labels: list[str],
+def _uplift(ev: Evidence, plan: np.ndarray, cur: np.ndarray, labels: list[str], guessed: np.ndarray,
             decimals: int = 2) -> tuple[Uplift, list[str]]:
+    """``guessed``: moved slots whose spend never varied (no slope, so no interval)."""
     model = ev.model
-
-    def _cents(x: float) -> float:
-        return round(float(x), decimals)
-
     value = float(model.gain(plan, cur).sum())
-    losing, gaining = moved_slots(plan - cur, ev.task.unit)
-    blind = [labels[t] for t in np.nonzero((losing | gaining) & ~model.varied)[0]]
+    _cents = lambda x: round(float(x), decimals)  # noqa: E731
+    blind = [labels[t] for t in np.nonzero(guessed)[0]]
     if blind:
         return Uplift(value=_cents(value)), [f"no interval for the expected uplift: the spend of {', '.join(blind)} "
                                      "never varied in the records (no slope estimate)"]
@@ -212,7 +209,7 @@ def plan_report(task: Task, plan, current=None) -> PlanReport:
                        change=round(plan_c[t] - cur_c[t], dec), share=round(plan_c[t] / task.budget, 4),
                        mroi_last=_sig(mroi_last[t]), mroi_predicted=None if guessed[t] else _sig(mroi_pred[t]))
             for t in range(task.periods)]
-    uplift, warnings = _uplift(ev, b, cur, labels, dec)
+    uplift, warnings = _uplift(ev, b, cur, labels, guessed, dec)
     extrapolated = extrapolation_warning(task, b, decimals=dec)
     if extrapolated:
         warnings.append(extrapolated)

@@ -33,8 +33,12 @@ def add_context_flags(parser: argparse.ArgumentParser, only: Iterable[str], *,
     unknown = sorted(set(only) - known)
     if unknown:
         raise ValueError(f"not Context fields: {', '.join(unknown)}")
-    add_flags(parser, Context, only=only, defaults=dict(defaults or {}), helps=helps,
-              names={"max_rounds": ROUNDS_FLAGS, **(names or {})})
+    add_flags(parser, Context, only=only, defaults=dict(defaults or {}), helps=helps, names=_flag_names(names))
+
+
+def _flag_names(names: dict[str, list[str]] | None) -> dict[str, list[str]]:
+    """Fields whose flags are not ``--<field-name>``: ``max_rounds`` everywhere, plus ``names``."""
+    return {"max_rounds": ROUNDS_FLAGS, **(names or {})}
 
 
 def context_from_args(args: argparse.Namespace, only: Iterable[str], *,
@@ -56,5 +60,5 @@ def context_from_args(args: argparse.Namespace, only: Iterable[str], *,
         if m is None or m.group(1) not in values:
             raise
         name = m.group(1)
-        flag = {"max_rounds": ROUNDS_FLAGS, **(names or {})}.get(name, ["--" + name.replace("_", "-")])[0]
+        flag = _flag_names(names).get(name, ["--" + name.replace("_", "-")])[0]
         raise InputError(flag, values[name], re.sub(r", got .*$", "", m.group(2))) from None
