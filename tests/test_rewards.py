@@ -91,7 +91,8 @@ def test_score_teacher_beats_garbage_and_never_raises(role):
         texts[i] = (good + bad)[j]
     total, terms, parsed = R.score(texts, p2.requests, p2.mroi)
     total, parsed.ok = total[order], parsed.ok[order]
-    assert set(terms) == set(R.TERMS)
+    assert set(terms) == set(R.TERMS) | {"slip"}
+    assert (terms["slip"] == 0).all()  # off by default
     assert parsed.ok[:4].all() and not parsed.ok[4:].any()
     assert total[:4].min() > total[4:].max()
     assert np.isfinite(total).all()
@@ -163,3 +164,37 @@ def test_an_allocation_written_as_a_change_is_charged_for_the_plan_it_describes(
             assert (terms["env"] == 0).all() and (terms["bonus"] == 0).all()
             np.testing.assert_allclose(terms["constraint"], -T, atol=0.05)  # plan spends 2B: gap T, coef 1
     assert (totals["restated"] < totals["teacher"]).all() and (totals["restated"] < totals["hold"]).all()
+
+
+def test_a_copy_slip_scores_as_holding_minus_the_penalty_when_switched_on():
+    """A delta-hint answer that copies the hint one slot out of step: with slip_penalty on
+    it earns the env of holding the current plan, no bonus or regret gain, and pays the
+    penalty; off (the default), it is scored as the plan it describes. Copies of the hint
+    are scored the same either way."""
+    from policies.observations import misaligned_copy, shown_hint
+    from training.config import RolloutConfig
+    from training.rollouts import PromptSource
+
+    cfg = RolloutConfig(families=["quadratic"], env_pool=16, periods=10, budget=10.0)
+    p = PromptSource(cfg, "optimizer", seed=3).batch(6, 2)
+    hints = [shown_hint(q) for q in p.requests]
+    slipped = [h[1:] + [round(-sum(h[1:]), 2)] for h in hints]
+    is_slip = np.array([misaligned_copy(a, h) for a, h in zip(slipped, hints)])
+    assert is_slip.sum() >= 3
+    answer = lambda xs: "<answer>[" + ",".join(f"{x:.2f}" for x in xs) + "]</answer>"  # noqa: E731
+    texts = [answer(a) for a in slipped]
+    copies = [answer(h) for h in hints]
+    value = dict(value_fn=p.value, best_value=p.best_value())
+    off_total, off, _ = R.score(texts, p.requests, p.mroi, "delta-hint", **value)
+    on_cfg = RewardConfig(slip_penalty=0.5, regret_weight=1.0)
+    on_total, on, parsed = R.score(texts, p.requests, p.mroi, "delta-hint", on_cfg, **value)
+    assert parsed.ok.all()  # still a plan at inference: only the reward changes
+    hold = R.hold_env_term(p.requests, on_cfg.env_alpha)
+    np.testing.assert_allclose(on["env"][is_slip], hold[is_slip])
+    assert (on["bonus"][is_slip] == 0).all() and (on["regret"][is_slip] == 0).all()
+    np.testing.assert_allclose(on["slip"], np.where(is_slip, -0.5, 0.0))
+    np.testing.assert_allclose(on["env"][~is_slip], off["env"][~is_slip])
+    assert (off["slip"] == 0).all() and not np.allclose(off["env"][is_slip], hold[is_slip])
+    c_off, _, _ = R.score(copies, p.requests, p.mroi, "delta-hint", **value)
+    c_on, _, _ = R.score(copies, p.requests, p.mroi, "delta-hint", RewardConfig(slip_penalty=0.5), **value)
+    np.testing.assert_allclose(c_on, c_off)

@@ -127,6 +127,11 @@ class RewardConfig:
                               "plan relative to that plan's gap to the optimum, (V(b) - V(b_cur)) / "
                               "max(V* - V(b_cur), regret_eps * V*), clipped to [-1, 1] (0 = off). The "
                               "simulator knows V* at training time; this is the term that tracks regret.")
+    slip_penalty: float = _h(0.0, "For ``delta-hint`` prompts: an answer that copies the hint one slot out of "
+                             "step (policies.observations.misaligned_copy) is scored as holding the current "
+                             "plan (env of the current plan, no bonus, no regret gain) minus this; 0 = off, "
+                             "slips scored as the plan they describe (every shipped adapter). A slip moves "
+                             "each slot by its neighbour's amount, which the env term can still reward.")
     regret_eps: float = _h(0.01, "Floor of the regret term's denominator, as a share of V*: a plan "
                            "already within 1% of the optimum is not rewarded for noise-sized moves.")
 

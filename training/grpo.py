@@ -352,7 +352,7 @@ def train_step(model, tok, opt, params, src: PromptSource, cfg: GRPOConfig, step
     # --- the log row, from every rank's rows (rank order = the step's row order) ---------
     mine_rows = {"total": total, "ok": ok, "len": cmask.sum(1).cpu().numpy(),
                  "hold": hold_env_term(prompts.requests, cfg.reward.env_alpha),
-                 **{k: terms[k] for k in TERMS + ("regret", "value_gain", "answer_regret")}}
+                 **{k: terms[k] for k in TERMS + ("slip", "regret", "value_gain", "answer_regret")}}
     parts = distributed.gather(mine_rows)
     rows = {k: np.concatenate([part[k] for part in parts]) for k in mine_rows}
     row = log_row(step, rows, P, G, first, lr, refreshed, time.time() - t0, t_gen)

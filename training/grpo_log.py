@@ -24,7 +24,7 @@ def log_row(step: int, rows: dict[str, np.ndarray], P: int, G: int, first: dict,
     return {
         "step": step,
         "train/reward": float(total.mean()),
-        **{f"train/reward/{k}": float(rows[k].mean()) for k in TERMS + ("regret",)},
+        **{f"train/reward/{k}": float(rows[k].mean()) for k in TERMS + ("slip", "regret")},
         # unweighted: share of the current plan's gap the answers closed, and their regret
         "train/value_gain": float(rows["value_gain"][ok].mean()) if ok.any() else float("nan"),
         "train/answer_regret": float(rows["answer_regret"][ok].mean()) if ok.any() else float("nan"),

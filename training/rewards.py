@@ -18,6 +18,11 @@ Terms (:func:`composite` returns the total and each of them):
   a signed answer rejected as ``not_a_change``, for the plan it describes: an allocation
   written as a change gets no env, bonus or regret term but pays for its budget gap,
   at least half a budget), ``-1`` for an all-equal allocation.
+- ``slip`` (only with ``slip_penalty > 0`` and a ``delta-hint`` prompt): an answer that
+  copies the hint one slot out of step (``policies.observations.misaligned_copy``) is
+  scored as holding the current plan (its env is the current plan's, no bonus, no
+  regret gain) and pays ``-slip_penalty``. Without it a slip earns whatever its plan's
+  MROI dispersion is, and at T >= 10 that is often close to the copy's.
 - ``bonus``: the reference code's shaping. Rank slots by mean historical MROI; for each
   of the top 2, if the new allocation exceeds the slot's mean historical allocation by
   more than 0.1, add ``1 + |change|`` when the change is at most 0.3, else 0.5; the
@@ -245,7 +250,8 @@ class Parsed:
     """Completions as arrays: ``alloc_units (N,T)`` (NaN rows where ``ok`` is False, except a
     ``not_a_change`` answer: the plan it describes),
     ``ok``, ``n_numbers``, ``has_open``, ``has_close``, ``has_brackets``, ``errors``
-    (error code or None per row) and ``alloc`` (task units)."""
+    (error code or None per row), ``alloc`` (task units) and ``answer_units`` (the answer
+    as written, prompt units, None where it did not parse)."""
 
     alloc_units: np.ndarray
     alloc: np.ndarray
@@ -255,6 +261,7 @@ class Parsed:
     has_close: np.ndarray
     has_brackets: np.ndarray
     errors: list
+    answer_units: list  # the parsed answer in prompt units per row (None where it did not parse)
 
     @property
     def parse_error_rate(self) -> float:
@@ -282,6 +289,7 @@ def parse_completions(texts: Sequence[str], requests: Sequence, encoding: str | 
     n_num = np.zeros(N, int)
     h_open, h_close, h_br = np.zeros(N, bool), np.zeros(N, bool), np.zeros(N, bool)
     errors: list = [None] * N
+    answers: list = [None] * N
     for i, (text, req) in enumerate(zip(texts, requests)):
         if req.task.periods != T:
             raise ValueError(f"parse_completions: request {i} has T={req.task.periods}, expected {T}")
@@ -294,11 +302,24 @@ def parse_completions(texts: Sequence[str], requests: Sequence, encoding: str | 
             alloc[i] = d.allocation
             units[i] = np.asarray(d.allocation) / req.task.unit
             n_num[i] = T
+            answers[i] = (d.meta or {}).get("answer_units")
         else:
             errors[i] = error_code(d.error)
             if "plan_units" in d.meta:  # not_a_change: charged for the plan it describes
                 units[i] = d.meta["plan_units"]
-    return Parsed(units, alloc, ok, n_num, h_open, h_close, h_br, errors)
+    return Parsed(units, alloc, ok, n_num, h_open, h_close, h_br, errors, answers)
+
+
+def slip_rows(parsed: Parsed, requests: Sequence, encoding: str | None) -> np.ndarray:
+    """``(N,)`` bool: parsed ``delta-hint`` answers that copy the prompt's hint out of step."""
+    from policies.observations import misaligned_copy, shown_hint
+    from policies.prompts import resolve_encoding
+
+    out = np.zeros(len(requests), bool)
+    for i, (ans, req) in enumerate(zip(parsed.answer_units, requests)):
+        if ans is not None and parsed.ok[i] and resolve_encoding(req.role, encoding) == "delta-hint":
+            out[i] = misaligned_copy(list(ans), shown_hint(req))
+    return out
 
 
 def score(texts: Sequence[str], requests: Sequence, mroi_fn, encoding: str | None = None,
@@ -312,7 +333,8 @@ def score(texts: Sequence[str], requests: Sequence, mroi_fn, encoding: str | Non
     ``best_value`` (N,) (V at the optimum), ``terms`` also holds ``regret``
     (:func:`regret_term`, weight ``cfg.regret_weight``, added to the total) and
     ``value_gain`` / ``answer_regret`` (unweighted diagnostics, not added): the current
-    plan is each window's latest record. Returns ``(total, terms, parsed)``.
+    plan is each window's latest record. ``terms["slip"]`` is the copy-slip penalty per
+    row (all 0 unless ``cfg.slip_penalty`` is on). Returns ``(total, terms, parsed)``.
     """
     from policies.observations import mroi_scale
     from tools.budget import project
@@ -332,15 +354,22 @@ def score(texts: Sequence[str], requests: Sequence, mroi_fn, encoding: str | Non
     r = np.where(p.ok[:, None], r / scale, 0.0)
     ha = np.array([[rec.allocation for rec in q.window] for q in requests], float) / (budget / T)[:, None, None]
     hm = np.array([[rec.mroi for rec in q.window] for q in requests], float)
-    total, terms = composite(alloc_units=p.alloc_units, ok=p.ok, n_numbers=p.n_numbers,
+    slip = slip_rows(p, requests, encoding) if cfg.slip_penalty > 0 else np.zeros(N, bool)
+    credited = p.ok & ~slip  # a slip earns what holding the current plan earns, minus the penalty
+    total, terms = composite(alloc_units=p.alloc_units, ok=credited, n_numbers=p.n_numbers,
                              has_open=p.has_open, has_close=p.has_close, has_brackets=p.has_brackets,
                              r=r, hist_alloc_units=ha, hist_mroi=hm, role=role, cfg=cfg)
+    terms["slip"] = np.where(slip, -cfg.slip_penalty, 0.0) + 0.0
+    if slip.any():
+        held = np.where(slip, hold_env_term(requests, cfg.env_alpha), 0.0)
+        terms["env"] = terms["env"] + held
+        total = total + held + terms["slip"]
     if value_fn is not None and best_value is not None and N:
         current = np.array([q.current for q in requests], float)
         v_cur = np.asarray(value_fn(current), float)
-        v_new = np.where(p.ok, np.asarray(value_fn(np.where(p.ok[:, None], feasible, current)), float), v_cur)
+        v_new = np.where(credited, np.asarray(value_fn(np.where(credited[:, None], feasible, current)), float), v_cur)
         v_star = np.asarray(best_value, float)
-        terms["value_gain"] = regret_term(v_new, v_cur, v_star, p.ok, 1.0, cfg.regret_eps)
+        terms["value_gain"] = regret_term(v_new, v_cur, v_star, credited, 1.0, cfg.regret_eps)
         terms["regret"] = cfg.regret_weight * terms["value_gain"] + 0.0
         total = total + terms["regret"]
         terms["answer_regret"] = (v_star - v_new) / np.where(np.abs(v_star) > 0, np.abs(v_star), 1.0)
