@@ -102,7 +102,7 @@ class Context:
     reasoner_encoding: Encoding | None = field(
         default=None,
         metadata={"description": "Prompt encoding of the Reasoner: absolute, delta, delta-slope or "
-                  "delta-hint; empty = the one the adapter declares (its dara_adapter.json or its "
+                  "delta-hint or delta-hint-last (the hint line last); empty = the one the adapter declares (its dara_adapter.json or its "
                   "training run's config), else absolute."},
     )
     optimizer_encoding: Encoding | None = field(
@@ -110,7 +110,7 @@ class Context:
         metadata={"description": "Prompt encoding of the Optimizer: absolute (the answer is "
                   "the new plan), delta (the answer is a change per slot) delta-slope (delta plus each "
                   "slot's fitted MROI fall per unit) or delta-hint (delta plus the change the local-model "
-                  "tool suggests); empty = the one the adapter declares, else delta."},
+                  "tool suggests) or delta-hint-last (the hint line last); empty = the one the adapter declares, else delta."},
     )
     window: int = field(
         default=3,

@@ -41,6 +41,12 @@ Encodings (named, per role; :data:`DEFAULT_ENCODING`)
   equalised on them, bounds kept) minus the current plan, in units of B/T. The model
   decides how far to follow it: a small model copies numbers reliably but infers
   slopes from three noisy rows poorly (docs/training.md, "Tool observations").
+- ``delta-hint-last`` — ``delta-hint`` with the ``hint=`` line written last, after the
+  ``Current b at this budget`` line, just before the question. A model that copies the
+  hint copies the line nearest the answer best: with the current row last, a Reasoner
+  whose current row is one channel (``[0.00,0.00,0.00,5.00,0.00]``) and whose hint starts
+  with the same ``0.00`` entries drifted into copying the row instead of the hint
+  (docs/results.md §10).
 
 The answer may be preceded by an optional short ``<reason>...</reason>``.
 
@@ -69,11 +75,13 @@ from policies.base import Decision, DecisionRequest
 from policies.observations import mroi_scale, window_fall, window_hint
 from tools.task import Record, Task
 
-Encoding = Literal["absolute", "delta", "delta-slope", "delta-hint"]
+Encoding = Literal["absolute", "delta", "delta-slope", "delta-hint", "delta-hint-last"]
 """The prompt encodings (type of an encoding name); :data:`ENCODINGS` lists them."""
 ENCODINGS: tuple[str, ...] = get_args(Encoding)
-DELTA_ENCODINGS: tuple[str, ...] = ("delta", "delta-slope", "delta-hint")
+DELTA_ENCODINGS: tuple[str, ...] = ("delta", "delta-slope", "delta-hint", "delta-hint-last")
 """Encodings whose answer is a signed change applied to the current plan."""
+HINT_ENCODINGS: tuple[str, ...] = ("delta-hint", "delta-hint-last")
+"""Encodings whose prompt shows the ``hint=`` line (``policies.observations.shown_hint``)."""
 DEFAULT_ENCODING: dict[str, Encoding] = {"reasoner": "absolute", "optimizer": "delta"}
 ROLES: tuple[str, ...] = ("reasoner", "optimizer")
 DEFAULT_WINDOW = 3
@@ -171,6 +179,7 @@ _SYSTEM_ANSWER = {
         "(sum 0): move spend to high-m slots."
     ),
 }
+_SYSTEM_ANSWER["delta-hint-last"] = _SYSTEM_ANSWER["delta-hint"]
 _SYSTEM_REASON = " An optional short <reason>...</reason> may come first."
 
 
@@ -203,12 +212,16 @@ def _user_prompt(request: DecisionRequest, encoding: str) -> str:
             lines.append(f"gap={_vec([v - mean for v in m])}")
             if encoding == "delta-slope":
                 lines.append(f"fall={_vec(window_fall(window, u, scale))}")
-            elif encoding == "delta-hint":
-                lines.append(f"hint={_vec(window_hint(window, task, request.current))}")
+            if encoding in HINT_ENCODINGS:
+                hint = f"hint={_vec(window_hint(window, task, request.current))}"
+            if encoding == "delta-hint":
+                lines.append(hint)
             cur = _current_units(request)
             if any(abs(c * u - b) > 1e-9 * max(1.0, task.budget) for c, b in zip(cur, window[-1].allocation)):
                 # the last record spent more or less than B: say where the change starts
                 lines.append(f"Current b at this budget: {_vec(cur)}")
+            if encoding == "delta-hint-last":
+                lines.append(hint)
         else:
             lines.append("Current b: 1.00 in every slot.")
         lines.append("Give the change d.")
@@ -262,7 +275,7 @@ MIN_ANSWER_TOKENS = 64
 followed T, so short answers keep room for an optional ``<reason>``."""
 _ANSWER_TAG_TOKENS = 8 + 16
 """``<answer>[``, ``]</answer>`` (8 tokens with the embedded tokenizer) plus 16 of slack."""
-_TOKENS_PER_NUMBER = {"absolute": 7, "delta": 8, "delta-slope": 8, "delta-hint": 8}
+_TOKENS_PER_NUMBER = {"absolute": 7, "delta": 8, "delta-slope": 8, "delta-hint": 8, "delta-hint-last": 8}
 """Per number, comma included: 6 measured for the widest numbers the answer format
 allows (``99.99``, ``-99.99``) with the embedded tokenizer, plus one of margin, plus one
 more for the sign of signed answers (tokenizers that do not merge ``,-``)."""

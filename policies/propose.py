@@ -2,7 +2,7 @@
 
     dara propose --role reasoner|optimizer [--backend local|vllm|openai]
                  [--base embedded|tiny-random|DIR] [--adapter DIR|none]
-                 [--encoding absolute|delta|delta-slope|delta-hint] --task task.json [--window-file window.json]
+                 [--encoding absolute|delta|delta-slope|delta-hint|delta-hint-last] --task task.json [--window-file window.json]
                  [--json out.json]
 
 Writes ``{"allocation": [...] or null, "text": "<raw model text>", "error": null or

@@ -14,6 +14,7 @@ from policies.prompts import (
     DEFAULT_ENCODING,
     DELTA_ENCODINGS,
     ENCODINGS,
+    HINT_ENCODINGS,
     NEG_TOL,
     PARSE_ERRORS,
     ParseError,
@@ -63,7 +64,7 @@ def test_encode_shape_and_scale_free(role, enc):
     assert "lo=" not in user and "hi=" not in user
     assert ("gap=" in user) == (enc in DELTA_ENCODINGS)
     assert ("fall=" in user) == (enc == "delta-slope")
-    assert ("hint=" in user) == (enc == "delta-hint")
+    assert ("hint=" in user) == (enc in HINT_ENCODINGS)
     assert ("(current)" in user) == (role == "optimizer")
 
 
@@ -106,7 +107,7 @@ def test_hint_line_is_the_local_model_change_and_copying_it_gives_that_plan():
         assert got == pytest.approx(plan.tolist(), abs=0.0051 * task.unit * 1.01)
 
 
-@pytest.mark.parametrize("enc", ["delta", "delta-slope", "delta-hint"])
+@pytest.mark.parametrize("enc", ["delta", "delta-slope", "delta-hint", "delta-hint-last"])
 def test_a_change_starts_from_the_last_row_at_this_budget(enc):
     """Real logs' past periods spend 0.02-2.4x this budget: a signed change starts from
     the last row rescaled to B (its mix kept), the prompt says so, and the hint is a
@@ -121,9 +122,28 @@ def test_a_change_starts_from_the_last_row_at_this_budget(enc):
     assert "Current b at this budget" not in encode(make_request("reasoner", task), enc)[1]["content"]
     got = decode("<answer>[0,0,0,0]</answer>", req, enc).allocation
     assert got == pytest.approx(task.history[-1].allocation)
-    if enc == "delta-hint":
+    if enc in HINT_ENCODINGS:
         hint = [float(x) for x in user.split("hint=[")[1].split("]")[0].split(",")]
         assert sum(hint) == pytest.approx(0.0, abs=0.03)
+
+
+@pytest.mark.parametrize("role", ["reasoner", "optimizer"])
+def test_delta_hint_last_is_delta_hint_with_the_hint_line_last(role):
+    """Same lines and system prompt as delta-hint; only the hint moves, to just before
+    the question, after the current row (written when the last record is not at B)."""
+    task = make_task(T=5, B=5e3, H=3, seed=1)
+    off = Task(budget=task.budget, periods=5, history=task.history[:-1] + [
+        Record(allocation=[0.4 * b for b in task.history[-1].allocation], mroi=task.history[-1].mroi)])
+    for t in (task, off):
+        req = make_request(role, t)
+        (s1, u1), (s2, u2) = (encode(req, e) for e in ("delta-hint", "delta-hint-last"))
+        assert s1 == s2 and sorted(u1["content"].splitlines()) == sorted(u2["content"].splitlines())
+        lines = u2["content"].splitlines()
+        assert lines[-2].startswith("hint=") and lines[-1] == "Give the change d."
+        assert ("Current b at this budget" in u2["content"]) == (t is off)
+        hint = lines[-2][len("hint=["):-1]
+        assert decode(f"<answer>[{hint}]</answer>", req, "delta-hint-last").allocation == pytest.approx(
+            decode(f"<answer>[{hint}]</answer>", req, "delta-hint").allocation)
 
 
 def test_bounds_shown_only_when_present():

@@ -193,7 +193,7 @@ class VLLMRolloutConfig:
 @dataclass
 class _Common:
     role: str = _h("reasoner", "Which adapter to train: reasoner or optimizer.")
-    encoding: str | None = _h(None, "Prompt encoding (absolute|delta|delta-slope|delta-hint); default: the role's default.")
+    encoding: str | None = _h(None, "Prompt encoding (absolute|delta|delta-slope|delta-hint|delta-hint-last); default: the role's default.")
     base: str = _h("embedded", "Base model: 'embedded', 'tiny-random' or an HF model directory.")
     out: str = _h("runs/train", "Output directory (log.jsonl, adapter/, checkpoint/).")
     steps: int = _h(300, "Optimisation steps (numbered from 1).")

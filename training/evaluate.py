@@ -42,7 +42,7 @@ def evaluate(role: str = "reasoner", adapter: str | None = None, base: str = "em
     from tools.budget import project
     from tools.metrics import regret
     from policies.observations import copies_hint
-    from policies.prompts import error_code
+    from policies.prompts import HINT_ENCODINGS, error_code
     from training.rollouts import heldout_prompts
 
     enc = encoding_for(role, adapter, encoding)
@@ -76,7 +76,7 @@ def evaluate(role: str = "reasoner", adapter: str | None = None, base: str = "em
     reg_teacher = regret(env, p.teacher(teacher))
     reg_current = regret(env, current)
     copies = ([copies_hint(r, d) for r, d in zip(p.requests, decisions) if d.allocation is not None]
-              if enc == "delta-hint" else [])
+              if enc in HINT_ENCODINGS else [])
     return {
         "role": role, "encoding": enc, "adapter": adapter, "base": base, "family": family, "n": n,
         "regret": float(reg.mean()), "regret_median": float(np.median(reg)),

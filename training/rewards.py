@@ -313,11 +313,11 @@ def parse_completions(texts: Sequence[str], requests: Sequence, encoding: str | 
 def slip_rows(parsed: Parsed, requests: Sequence, encoding: str | None) -> np.ndarray:
     """``(N,)`` bool: parsed ``delta-hint`` answers that copy the prompt's hint out of step."""
     from policies.observations import misaligned_copy, shown_hint
-    from policies.prompts import resolve_encoding
+    from policies.prompts import HINT_ENCODINGS, resolve_encoding
 
     out = np.zeros(len(requests), bool)
     for i, (ans, req) in enumerate(zip(parsed.answer_units, requests)):
-        if ans is not None and parsed.ok[i] and resolve_encoding(req.role, encoding) == "delta-hint":
+        if ans is not None and parsed.ok[i] and resolve_encoding(req.role, encoding) in HINT_ENCODINGS:
             out[i] = misaligned_copy(list(ans), shown_hint(req))
     return out
 
