@@ -82,7 +82,7 @@ elif [[ "$MODE" == rl ]]; then
   done
   echo "paired tests: python benchmarks/rl_compare.py $OUT/episodes --runs $RL_RUNS" >&2
 elif [[ "$MODE" == reasoner ]]; then
-  # Reasoner adapters (training/runs/<run>/adapter, delta-hint) on the same environments at
+  # Reasoner adapters (training/runs/<run>/adapter, each with the encoding its run declares) on the same environments at
   # round 1; paired by episode id in benchmarks/rl_compare.py like the RL comparison.
   N=${N_REASONER:-40}
   ROUNDS=1
@@ -90,7 +90,7 @@ elif [[ "$MODE" == reasoner ]]; then
   for run in $REASONER_RUNS; do
     for spec in "quadratic --periods 6" "quadratic --periods 16" "hill --periods 6" "hill --periods 16" \
                 "media --periods 6" "media --periods 16" "robyn" "meridian-geo" "meridian-national"; do
-      ADAPTERS=(--reasoner-adapter "training/runs/$run/adapter" --reasoner-encoding delta-hint)
+      ADAPTERS=(--reasoner-adapter "training/runs/$run/adapter")
       paired_cell "$run" "$spec"
     done
   done

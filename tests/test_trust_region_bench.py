@@ -1,4 +1,4 @@
-"""Benchmarks of the hint and the decoder: trust-region option parsing and jump count, the in-process hint trial, and redecode."""
+"""Benchmarks of the hint and the decoder: trust-region option parsing and jump count, the in-process hint trial, redecode, and carrying episodes to a new Reasoner."""
 
 import json
 
@@ -77,3 +77,34 @@ def test_redecode_reads_held_rounds_too(tmp_path):
     n, changed = load_benchmark("redecode").changed_decisions(path, 3, {"reasoner": "delta-hint",
                                                                          "optimizer": "delta-hint"})
     assert n == 1 and [(c["role"], c["was"], c["now"]) for c in changed] == [("reasoner", "wrong_length", "used")]
+
+
+def test_carry_keeps_only_episodes_whose_round_one_the_new_reasoner_repeats(tmp_path):
+    """Carried: same round-1 text, source and rejected answers; changed or failed ones
+    are left for the rerun, and run.json names the new Reasoner."""
+    carry = load_benchmark("carry_episodes")
+
+    def ep(eid, text, rejected=(), status="ok", rounds=3):
+        r1 = {"round": 1, "text": text, "source": "reasoner" if not rejected else "fallback",
+              "rejected_answers": [{"text": t} for t in rejected]}
+        return {"id": eid, "status": status, "rounds": [r1] + [{"round": k} for k in range(2, rounds + 1)]}
+
+    def write(d, eps, settings=None):
+        d.mkdir(parents=True)
+        (d / "episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in eps))
+        if settings:
+            (d / "run.json").write_text(json.dumps(settings))
+
+    old, new, out = tmp_path / "old", tmp_path / "new", tmp_path / "out"
+    settings = {"context": {"reasoner_adapter": None, "reasoner_encoding": None, "max_rounds": 3},
+                "episodes": {"count": 4, "sha256": "x"}, "source": {"method": "dara"}}
+    write(old, [ep("a", "<answer>[1,-1]</answer>"), ep("b", "<answer>[2,-2]</answer>"),
+                ep("c", "x", rejected=("x", "x")), ep("d", "<answer>[0,0]</answer>", status="error")], settings)
+    write(new, [ep("a", "<answer>[1,-1]</answer>", rounds=1), ep("b", "<answer>[1,-1]</answer>", rounds=1),
+                ep("c", "x", rejected=("x", "y"), rounds=1), ep("d", "<answer>[0,0]</answer>", rounds=1)])
+    assert carry.carry_cell(old, new, out, "runs/r/adapter", None) == (1, 4)
+    kept = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert [e["id"] for e in kept] == ["a"] and len(kept[0]["rounds"]) == 3  # the old, full episode
+    s = json.loads((out / "run.json").read_text())
+    assert s["context"]["reasoner_adapter"] == "runs/r/adapter" and s["context"]["max_rounds"] == 3
+    assert s["episodes"] == settings["episodes"] and s["source"]["carried"]["episodes"] == 1
