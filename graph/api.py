@@ -47,7 +47,7 @@ from graph.context import Context
 from graph.feedback import register_curves
 from graph.graph import build_graph, graph
 from graph.policy_registry import register_policy, unregister_policy
-from graph.provenance import provenance
+from graph.provenance import provenance, range_warnings
 from tools.langchain_tools import make_tools
 from tools.plan_report import PlanReport, plan_report
 from tools.self_check import Flag
@@ -139,7 +139,10 @@ def plan(task: Task | dict | str, **context: Any) -> PlanResult:
     record = g.get_state(cfg).values["pending"]
     if record.get("no_plan"):
         raise NoPlanError(record)
-    return PlanResult.from_round(task, record, provenance(ctx, roles=("reasoner",)))
+    result = PlanResult.from_round(task, record, provenance(ctx, roles=("reasoner",)))
+    if record.get("source") == "reasoner":  # the Reasoner wrote it: say when it extrapolates in T
+        result.warnings.extend(range_warnings(task.periods, ctx, ["reasoner"]))
+    return result
 
 
 class LiveSession:

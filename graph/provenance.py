@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from graph.context import Context
 
-__all__ = ["provenance", "adapter_hash"]
+__all__ = ["provenance", "adapter_hash", "range_warnings"]
 
 WEIGHTS = "adapter_model.safetensors"
 
@@ -79,3 +79,23 @@ def provenance(ctx: Context, roles: Iterable[str] = ("reasoner", "optimizer")) -
         adapters[r] = {"path": d, "sha256": adapter_hash(d)}
     return {"model": ctx.base if llm_roles else None, "backend": ctx.backend if llm_roles else None,
             "policies": policies, "adapters": adapters, "seed": ctx.seed, "version": _version()}
+
+
+def range_warnings(periods: int, ctx: Context, roles: Iterable[str]) -> list[str]:
+    """A plan from an adapter asked about more (or fewer) slots than it was trained on is
+    extrapolation: one sentence per ``llm`` role in ``roles`` whose adapter declares a
+    range (``policies.adapter_meta.trained_periods``) without ``periods`` in it."""
+    from policies.adapter_meta import trained_periods
+
+    if ctx.backend == "openai":
+        return []  # the server's adapters do not declare their training
+    out = []
+    for role in roles:
+        if (ctx.reasoner if role == "reasoner" else ctx.optimizer) != "llm":
+            continue
+        rng = trained_periods(_adapter_dir(ctx, role))
+        if rng and not rng[0] <= periods <= rng[1]:
+            out.append(f"the {role} adapter was trained on {rng[0]} to {rng[1]} slots and this task has "
+                       f"{periods}: its answers here are extrapolation; check the plan's moves against "
+                       "the MROI columns")
+    return out

@@ -67,8 +67,9 @@ def test_trained_periods_from_the_adapter_or_its_run(tmp_path):
         assert trained_periods(shipped_adapter(role)) == (2, 16)
 
 
-def test_allocate_warns_when_the_task_has_more_slots_than_the_adapters_saw(tmp_path):
-    from graph.commands.allocate import _range_warnings
+def test_a_plan_warns_when_the_task_has_more_slots_than_the_adapters_saw(tmp_path):
+    """One home for dara allocate and graph.api.plan: graph.provenance.range_warnings."""
+    from graph.provenance import range_warnings
     from graph.context import Context
     from tools.task import load_task
 
@@ -78,11 +79,11 @@ def test_allocate_warns_when_the_task_has_more_slots_than_the_adapters_saw(tmp_p
     hist = [{"allocation": [1.0] * 24, "mroi": [1.0] * 24}]
     task = load_task({"budget": 24.0, "periods": 24, "history": hist})
     ctx = Context(reasoner="llm", reasoner_adapter=str(a))
-    (w,) = _range_warnings(task, ctx, ["reasoner"])
+    (w,) = range_warnings(task.periods, ctx, ["reasoner"])
     assert w.startswith("the reasoner adapter was trained on 2 to 16 slots and this task has 24")
-    assert _range_warnings(task, ctx, []) == []  # no model role ran
-    small = load_task({"budget": 6.0, "periods": 6, "history": [{"allocation": [1.0] * 6, "mroi": [1.0] * 6}]})
-    assert _range_warnings(small, ctx, ["reasoner"]) == []
+    assert range_warnings(task.periods, ctx, []) == []  # no model role ran
+    assert range_warnings(task.periods, Context(reasoner="local-model", reasoner_adapter=str(a)), ["reasoner"]) == []
+    assert range_warnings(6, ctx, ["reasoner"]) == []
 
 
 def test_trained_periods_of_a_fixed_t_run_and_of_a_config_that_is_not_a_run(tmp_path):

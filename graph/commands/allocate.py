@@ -333,7 +333,7 @@ def _evidence_task(task, rounds: list[dict]):
 
 def _conclude(args, setup: Setup, values: dict, final: dict | None, out: TextIO) -> int:
     from graph.commands.plan_output import format_plan, plan_json
-    from graph.provenance import provenance
+    from graph.provenance import provenance, range_warnings
     from tools.plan_report import plan_report
 
     task, ctx = setup.task, setup.context
@@ -365,7 +365,7 @@ def _conclude(args, setup: Setup, values: dict, final: dict | None, out: TextIO)
         note = (f"{_source_line(source, why, final.get('role'))}: sample {n}, asked again after {n} rejected "
                 "answer(s) (--verbose shows them)")
     if source == "model":  # the chat model wrote this plan: say when it extrapolates in T
-        rep.warnings.extend(_range_warnings(task, ctx, setup.roles))
+        rep.warnings.extend(range_warnings(task.periods, ctx, setup.roles))
     print("\nplan:\n" + format_plan(rep, flags, note), file=out)
     if args.plot:
         from graph.commands.plan_plot import plot_plan
@@ -376,25 +376,6 @@ def _conclude(args, setup: Setup, values: dict, final: dict | None, out: TextIO)
                             source=source, prov=prov, rejected=final.get("rejected_answers"))
         _write_json(args.json, payload)
     return EXIT_OK
-
-
-def _range_warnings(task, ctx: Context, roles: list[str]) -> list[str]:
-    """A plan from an adapter asked about more (or fewer) slots than it was trained on is
-    extrapolation: say so, with the range the adapter declares (``trained_periods``)."""
-    from policies import shipped_adapter
-    from policies.adapter_meta import trained_periods
-
-    if ctx.backend == "openai":
-        return []  # the server's adapters do not declare their training
-    out = []
-    for role in roles:
-        chosen = getattr(ctx, f"{role}_adapter")
-        rng = trained_periods(shipped_adapter(role) if chosen is None else chosen)
-        if rng and not rng[0] <= task.periods <= rng[1]:
-            out.append(f"the {role} adapter was trained on {rng[0]} to {rng[1]} slots and this task has "
-                       f"{task.periods}: its answers here are extrapolation; check the plan's moves against "
-                       "the MROI columns")
-    return out
 
 
 def _write_json(path: str, payload: dict) -> None:
