@@ -167,7 +167,7 @@ def fake_score(texts, requests, mroi_fn, encoding=None, cfg=None, value_fn=None,
     p = parse_completions(texts, requests, encoding)
     total = np.array([(zlib.crc32(t.encode()) % 1000) / 100.0 for t in texts])
     terms = {k: total / len(TERMS) for k in TERMS}
-    terms.update(regret=np.zeros_like(total), value_gain=np.zeros_like(total), answer_regret=np.zeros_like(total))
+    terms.update(slip=np.zeros_like(total), regret=np.zeros_like(total), value_gain=np.zeros_like(total), answer_regret=np.zeros_like(total))
     return total, terms, p
 
 
