@@ -41,12 +41,9 @@ Encodings (named, per role; :data:`DEFAULT_ENCODING`)
   equalised on them, bounds kept) minus the current plan, in units of B/T. The model
   decides how far to follow it: a small model copies numbers reliably but infers
   slopes from three noisy rows poorly (docs/training.md, "Tool observations").
-- ``delta-hint-last`` — ``delta-hint`` with the ``hint=`` line written last, after the
-  ``Current b at this budget`` line, just before the question. A model that copies the
-  hint copies the line nearest the answer best: with the current row last, a Reasoner
-  whose current row is one channel (``[0.00,0.00,0.00,5.00,0.00]``) and whose hint starts
-  with the same ``0.00`` entries drifted into copying the row instead of the hint
-  (docs/results.md §10).
+- ``delta-hint-last`` — ``delta-hint`` with ``hint=`` written last, below the current row:
+  above a one-channel row (``[0.00,0.00,0.00,5.00,0.00]``) a Reasoner copying the hint
+  drifted into copying the row (docs/results.md §10).
 
 The answer may be preceded by an optional short ``<reason>...</reason>``.
 
@@ -80,8 +77,7 @@ Encoding = Literal["absolute", "delta", "delta-slope", "delta-hint", "delta-hint
 ENCODINGS: tuple[str, ...] = get_args(Encoding)
 DELTA_ENCODINGS: tuple[str, ...] = ("delta", "delta-slope", "delta-hint", "delta-hint-last")
 """Encodings whose answer is a signed change applied to the current plan."""
-HINT_ENCODINGS: tuple[str, ...] = ("delta-hint", "delta-hint-last")
-"""Encodings whose prompt shows the ``hint=`` line (``policies.observations.shown_hint``)."""
+HINT_ENCODINGS: tuple[str, ...] = ("delta-hint", "delta-hint-last")  # prompts with a hint= line
 DEFAULT_ENCODING: dict[str, Encoding] = {"reasoner": "absolute", "optimizer": "delta"}
 ROLES: tuple[str, ...] = ("reasoner", "optimizer")
 DEFAULT_WINDOW = 3
@@ -212,16 +208,14 @@ def _user_prompt(request: DecisionRequest, encoding: str) -> str:
             lines.append(f"gap={_vec([v - mean for v in m])}")
             if encoding == "delta-slope":
                 lines.append(f"fall={_vec(window_fall(window, u, scale))}")
-            if encoding in HINT_ENCODINGS:
-                hint = f"hint={_vec(window_hint(window, task, request.current))}"
-            if encoding == "delta-hint":
-                lines.append(hint)
+            below_gap = len(lines)
             cur = _current_units(request)
             if any(abs(c * u - b) > 1e-9 * max(1.0, task.budget) for c, b in zip(cur, window[-1].allocation)):
                 # the last record spent more or less than B: say where the change starts
                 lines.append(f"Current b at this budget: {_vec(cur)}")
-            if encoding == "delta-hint-last":
-                lines.append(hint)
+            if encoding in HINT_ENCODINGS:  # delta-hint: below gap; delta-hint-last: last, below the current row
+                hint = window_hint(window, task, request.current)
+                lines.insert(len(lines) if encoding == "delta-hint-last" else below_gap, f"hint={_vec(hint)}")
         else:
             lines.append("Current b: 1.00 in every slot.")
         lines.append("Give the change d.")
