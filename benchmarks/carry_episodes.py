@@ -41,12 +41,26 @@ def read_episodes(path: Path) -> dict[str, dict]:
     return {ep["id"]: ep for ep in map(json.loads, path.read_text().splitlines()) if ep.get("id")}
 
 
+# what may differ between the recorded matrix and the new Reasoner's round-1 run
+REASONER_FIELDS = ("reasoner_adapter", "reasoner_encoding", "max_rounds")
+
+
 def carry_cell(old_dir: Path, new_dir: Path, out_dir: Path, adapter: str, encoding: str | None) -> tuple[int, int]:
-    """Carry ``old_dir``'s episodes whose round 1 ``new_dir`` repeats; ``(carried, total)``."""
+    """Carry ``old_dir``'s episodes whose round 1 ``new_dir`` repeats; ``(carried, total)``.
+
+    Raises ``ValueError`` when the two runs differ in anything but the Reasoner (window,
+    resample, temperature, Optimizer ...): then a repeated round 1 proves nothing."""
+    settings = json.loads((old_dir / SETTINGS).read_text())
+    other = json.loads((new_dir / SETTINGS).read_text())
+    diff = sorted(k for k in set(settings["context"]) | set(other["context"])
+                  if k not in REASONER_FIELDS and settings["context"].get(k) != other["context"].get(k))
+    if diff:
+        raise ValueError(f"{new_dir}: the round-1 run differs from {old_dir} in more than the Reasoner: "
+                         + ", ".join(f"{k} {settings['context'].get(k)!r} -> {other['context'].get(k)!r}" for k in diff))
     old, new = read_episodes(old_dir / EPISODES), read_episodes(new_dir / EPISODES)
     kept = [ep for eid, ep in old.items()
-            if eid in new and round_one(ep) is not None and round_one(ep) == round_one(new[eid])]
-    settings = json.loads((old_dir / SETTINGS).read_text())
+            if eid in new and ep.get("env") == new[eid].get("env")
+            and round_one(ep) is not None and round_one(ep) == round_one(new[eid])]
     settings["context"]["reasoner_adapter"] = adapter
     settings["context"]["reasoner_encoding"] = encoding
     settings["source"]["carried"] = {"from": str(old_dir), "episodes": len(kept),

@@ -5,7 +5,9 @@ rebuilds the prompt (``benchmarks/hint_agreement.py``), asks the shipped adapter
 role again greedily (to confirm the slip reproduces) and then at temperature 0.7 with
 seeds 1..``--samples`` (as ``context.resample`` would), stopping at the first sample that
 copies the hint, and prints what each answer was: ``slip``, ``copy``, ``other`` (a
-departure that is not a slip) or ``rej`` (rejected by the decoder).
+departure that is not a slip) or ``rej`` (rejected by the decoder). It re-asks the
+adapters shipped now: episodes recorded with other adapters (the ``delta-hint`` Reasoner
+before it was replaced) are re-asked of the current ones, so compare Optimizer slips only.
 
     python benchmarks/slip_resample.py docs/data/matrix-grow/episodes/media-T10-n0.1/media/dara/episodes.jsonl \\
         docs/data/matrix-grow/episodes/quadratic-T16-n0.1/quadratic/dara/episodes.jsonl --max-optimizer 6

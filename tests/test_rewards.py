@@ -166,7 +166,8 @@ def test_an_allocation_written_as_a_change_is_charged_for_the_plan_it_describes(
     assert (totals["restated"] < totals["teacher"]).all() and (totals["restated"] < totals["hold"]).all()
 
 
-def test_a_copy_slip_scores_as_holding_minus_the_penalty_when_switched_on():
+@pytest.mark.parametrize("enc", ["delta-hint", "delta-hint-last"])
+def test_a_copy_slip_scores_as_holding_minus_the_penalty_when_switched_on(enc):
     """A delta-hint answer that copies the hint one slot out of step: with slip_penalty on
     it earns the env of holding the current plan, no bonus or regret gain, and pays the
     penalty; off (the default), it is scored as the plan it describes. Copies of the hint
@@ -185,16 +186,17 @@ def test_a_copy_slip_scores_as_holding_minus_the_penalty_when_switched_on():
     texts = [answer(a) for a in slipped]
     copies = [answer(h) for h in hints]
     value = dict(value_fn=p.value, best_value=p.best_value())
-    off_total, off, _ = R.score(texts, p.requests, p.mroi, "delta-hint", **value)
+    off_total, off, _ = R.score(texts, p.requests, p.mroi, enc, **value)
     on_cfg = RewardConfig(slip_penalty=0.5, regret_weight=1.0)
-    on_total, on, parsed = R.score(texts, p.requests, p.mroi, "delta-hint", on_cfg, **value)
+    on_total, on, parsed = R.score(texts, p.requests, p.mroi, enc, on_cfg, **value)
     assert parsed.ok.all()  # still a plan at inference: only the reward changes
     hold = R.hold_env_term(p.requests, on_cfg.env_alpha)
     np.testing.assert_allclose(on["env"][is_slip], hold[is_slip])
     assert (on["bonus"][is_slip] == 0).all() and (on["regret"][is_slip] == 0).all()
+    np.testing.assert_allclose(on["value_gain"], off["value_gain"])  # diagnostics: the plan applied
     np.testing.assert_allclose(on["slip"], np.where(is_slip, -0.5, 0.0))
     np.testing.assert_allclose(on["env"][~is_slip], off["env"][~is_slip])
     assert (off["slip"] == 0).all() and not np.allclose(off["env"][is_slip], hold[is_slip])
-    c_off, _, _ = R.score(copies, p.requests, p.mroi, "delta-hint", **value)
-    c_on, _, _ = R.score(copies, p.requests, p.mroi, "delta-hint", RewardConfig(slip_penalty=0.5), **value)
+    c_off, _, _ = R.score(copies, p.requests, p.mroi, enc, **value)
+    c_on, _, _ = R.score(copies, p.requests, p.mroi, enc, RewardConfig(slip_penalty=0.5), **value)
     np.testing.assert_allclose(c_on, c_off)

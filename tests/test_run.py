@@ -216,3 +216,26 @@ def test_dara_run_sizes_every_synthetic_family(family):
 
     env = family_episodes(family, 1, periods=9, budget=90.0)[0][1]["env"]
     assert (env["periods"], env["budget"]) == (9, 90.0)
+
+
+def test_a_resume_refuses_other_adapter_weights_behind_the_same_context(tmp_path):
+    """An empty context.reasoner_adapter means "the shipped one": when that file is
+    replaced, a resumed batch would mix two Reasoners under one context. run.json keeps
+    each model role's weights hash; files written before it have none and still resume."""
+    import pytest
+
+    from graph.commands.episodes import batch_settings, check_resumable
+    from graph.context import Context
+
+    a = tmp_path / "adapter"
+    a.mkdir()
+    (a / "adapter_model.safetensors").write_bytes(b"weights 1")
+    ctx = Context(reasoner="llm", reasoner_adapter=str(a))
+    eps = [("e0", {"task": {}})]
+    old = batch_settings(ctx, eps)
+    assert old["adapters"]["reasoner"]
+    assert batch_settings(Context(reasoner="heuristic", optimizer="gradient"), eps)["adapters"] == {}
+    (a / "adapter_model.safetensors").write_bytes(b"weights 2")
+    with pytest.raises(ValueError, match="adapter weights were"):
+        check_resumable(old, batch_settings(ctx, eps))
+    check_resumable({k: v for k, v in old.items() if k != "adapters"}, batch_settings(ctx, eps))

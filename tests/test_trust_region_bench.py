@@ -100,11 +100,15 @@ def test_carry_keeps_only_episodes_whose_round_one_the_new_reasoner_repeats(tmp_
                 "episodes": {"count": 4, "sha256": "x"}, "source": {"method": "dara"}}
     write(old, [ep("a", "<answer>[1,-1]</answer>"), ep("b", "<answer>[2,-2]</answer>"),
                 ep("c", "x", rejected=("x", "x")), ep("d", "<answer>[0,0]</answer>", status="error")], settings)
+    round1 = {**settings, "context": {**settings["context"], "reasoner_adapter": "runs/r/adapter", "max_rounds": 1}}
     write(new, [ep("a", "<answer>[1,-1]</answer>", rounds=1), ep("b", "<answer>[1,-1]</answer>", rounds=1),
-                ep("c", "x", rejected=("x", "y"), rounds=1), ep("d", "<answer>[0,0]</answer>", rounds=1)])
+                ep("c", "x", rejected=("x", "y"), rounds=1), ep("d", "<answer>[0,0]</answer>", rounds=1)], round1)
     assert carry.carry_cell(old, new, out, "runs/r/adapter", None) == (1, 4)
     kept = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
     assert [e["id"] for e in kept] == ["a"] and len(kept[0]["rounds"]) == 3  # the old, full episode
     s = json.loads((out / "run.json").read_text())
     assert s["context"]["reasoner_adapter"] == "runs/r/adapter" and s["context"]["max_rounds"] == 3
     assert s["episodes"] == settings["episodes"] and s["source"]["carried"]["episodes"] == 1
+    (new / "run.json").write_text(json.dumps({**round1, "context": {**round1["context"], "window": 5}}))
+    with pytest.raises(ValueError, match="more than the Reasoner: window None -> 5"):
+        carry.carry_cell(old, new, tmp_path / "out2", "runs/r/adapter", None)

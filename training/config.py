@@ -127,7 +127,7 @@ class RewardConfig:
                               "plan relative to that plan's gap to the optimum, (V(b) - V(b_cur)) / "
                               "max(V* - V(b_cur), regret_eps * V*), clipped to [-1, 1] (0 = off). The "
                               "simulator knows V* at training time; this is the term that tracks regret.")
-    slip_penalty: float = _h(0.0, "For ``delta-hint`` prompts: an answer that copies the hint one slot out of "
+    slip_penalty: float = _h(0.0, "For hint prompts (delta-hint, delta-hint-last): an answer that copies the hint one slot out of "
                              "step (policies.observations.misaligned_copy) is scored as holding the current "
                              "plan (env of the current plan, no bonus, no regret gain) minus this; 0 = off, "
                              "slips scored as the plan they describe (every shipped adapter). A slip moves "

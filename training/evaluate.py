@@ -33,7 +33,7 @@ def evaluate(role: str = "reasoner", adapter: str | None = None, base: str = "em
     ``max_new_tokens`` ``None`` = the graph's cap (``policies.prompts.answer_token_cap``).
     ``periods``/``noise`` override the held-out tasks' slot count and feedback noise
     (data families keep their own T). ``chat`` reuses a loaded ``LocalChatModel`` whose
-    adapter for ``role`` is ``adapter``. For ``delta-hint`` adapters ``hint_copy_rate``
+    adapter for ``role`` is ``adapter``. For hint-prompt adapters ``hint_copy_rate``
     is the share of parsed answers equal to the prompt's hint to its two decimals.
     """
     from policies.backends.local import LocalChatModel

@@ -42,6 +42,8 @@ def log_row(step: int, rows: dict[str, np.ndarray], P: int, G: int, first: dict,
         "train/lr": lr,
         "train/completion_len": float(rows["len"].mean()),
         "train/parse_error_rate": parse_error_rate(ok),
+        # answers the reward scored as copy slips (0 unless reward.slip_penalty is on)
+        "train/slip_rate": float((rows["slip"] < 0).mean()),
         "ref_refreshed": bool(refreshed),
         "train/s_per_step": dt,
         "train/s_generate": t_gen,

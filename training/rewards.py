@@ -18,10 +18,11 @@ Terms (:func:`composite` returns the total and each of them):
   a signed answer rejected as ``not_a_change``, for the plan it describes: an allocation
   written as a change gets no env, bonus or regret term but pays for its budget gap,
   at least half a budget), ``-1`` for an all-equal allocation.
-- ``slip`` (only with ``slip_penalty > 0`` and a ``delta-hint`` prompt): an answer that
-  copies the hint one slot out of step (``policies.observations.misaligned_copy``) is
-  scored as holding the current plan (its env is the current plan's, no bonus, no
-  regret gain) and pays ``-slip_penalty``. Without it a slip earns whatever its plan's
+- ``slip`` (only with ``slip_penalty > 0`` and a hint prompt, ``delta-hint`` or
+  ``delta-hint-last``): an answer that copies the hint one slot out of step
+  (``policies.observations.misaligned_copy``) is scored as holding the current plan (its
+  env is the current plan's, no bonus, no regret gain; the budget penalty of the plan it
+  describes still applies, about 0 since a slip's changes sum to 0) and pays ``-slip_penalty``. Without it a slip earns whatever its plan's
   MROI dispersion is, and at T >= 10 that is often close to the copy's.
 - ``bonus``: the reference code's shaping. Rank slots by mean historical MROI; for each
   of the top 2, if the new allocation exceeds the slot's mean historical allocation by
@@ -311,7 +312,7 @@ def parse_completions(texts: Sequence[str], requests: Sequence, encoding: str | 
 
 
 def slip_rows(parsed: Parsed, requests: Sequence, encoding: str | None) -> np.ndarray:
-    """``(N,)`` bool: parsed ``delta-hint`` answers that copy the prompt's hint out of step."""
+    """``(N,)`` bool: parsed hint-prompt answers that copy the prompt's hint out of step."""
     from policies.observations import misaligned_copy, shown_hint
     from policies.prompts import HINT_ENCODINGS, resolve_encoding
 
@@ -367,10 +368,11 @@ def score(texts: Sequence[str], requests: Sequence, mroi_fn, encoding: str | Non
     if value_fn is not None and best_value is not None and N:
         current = np.array([q.current for q in requests], float)
         v_cur = np.asarray(value_fn(current), float)
-        v_new = np.where(credited, np.asarray(value_fn(np.where(credited[:, None], feasible, current)), float), v_cur)
+        v_new = np.where(p.ok, np.asarray(value_fn(np.where(p.ok[:, None], feasible, current)), float), v_cur)
         v_star = np.asarray(best_value, float)
-        terms["value_gain"] = regret_term(v_new, v_cur, v_star, credited, 1.0, cfg.regret_eps)
-        terms["regret"] = cfg.regret_weight * terms["value_gain"] + 0.0
+        # diagnostics of the plan inference would apply (a slip's too); the reward credits no slip
+        terms["value_gain"] = regret_term(v_new, v_cur, v_star, p.ok, 1.0, cfg.regret_eps)
+        terms["regret"] = cfg.regret_weight * regret_term(v_new, v_cur, v_star, credited, 1.0, cfg.regret_eps)
         total = total + terms["regret"]
         terms["answer_regret"] = (v_star - v_new) / np.where(np.abs(v_star) > 0, np.abs(v_star), 1.0)
     return total, terms, p

@@ -138,10 +138,15 @@ class LocalEpisodes:
 
 
 def batch_settings(context: Context, episodes: Sequence[Episode], source: dict | None = None) -> dict:
-    """The ``run.json`` of a batch: what must not change when it is resumed."""
+    """The ``run.json`` of a batch: what must not change when it is resumed. ``adapters``
+    holds each model role's adapter weights hash: an empty ``context.*_adapter`` means "the
+    shipped one", and a resume after the shipped adapter was replaced must not mix the two."""
+    from graph.provenance import provenance
+
     digest = hashlib.sha256(json.dumps(list(episodes), sort_keys=True).encode()).hexdigest()
-    return {"context": asdict(context), "episodes": {"count": len(episodes), "sha256": digest},
-            "source": dict(source or {})}
+    adapters = {role: a["sha256"] for role, a in provenance(context)["adapters"].items()}
+    return {"context": asdict(context), "adapters": adapters,
+            "episodes": {"count": len(episodes), "sha256": digest}, "source": dict(source or {})}
 
 
 # Context fields added after run.json files were first written, with the value that
@@ -157,6 +162,9 @@ def check_resumable(old: dict, new: dict) -> None:
     diff = [f"context.{k} was {v!r}" + (" (the field did not exist yet)" if k not in old["context"] else "")
             + f", now {new['context'].get(k)!r}"
             for k, v in before.items() if new["context"].get(k) != v]
+    if "adapters" in old and old["adapters"] != new["adapters"]:  # older run.json files have none
+        diff.append(f"adapter weights were {old['adapters']}, now {new['adapters']} (an adapter was retrained "
+                    "or the shipped one replaced)")
     if old["episodes"] != new["episodes"]:
         what = ", ".join(f"{k} {old['source'][k]!r} -> {new['source'].get(k)!r}"
                          for k in old.get("source", {}) if new["source"].get(k) != old["source"][k])
