@@ -20,8 +20,8 @@ Files in ``out``:
   killed batch restarted with ``resume=True`` skips finished episodes (by id) and
   continues in-flight ones from their last checkpoint: nothing is lost or duplicated
   (on a server, the server's threads play that part);
-- ``run.json``: the context and the episodes (count and digest); a resume with
-  different ones is refused, naming what differs.
+- ``run.json``: the context, each model role's adapter weights hash and the episodes
+  (count and digest); a resume with different ones is refused, naming what differs.
 
 A malformed model answer is recorded in its round (source ``fallback``); an episode that
 fails outright is recorded with ``"status": "error"``; neither stops the batch. Losing the

@@ -22,7 +22,7 @@ Outputs in ``--out DIR`` (the same files with or without ``--server``):
   from their last checkpoint, so nothing is lost or duplicated; a torn last line is
   repaired. With ``--server`` the server's threads (ids derived from the batch and the
   episode id) play that part: finished ones are read back, running ones joined;
-- ``run.json`` — the run's context and episodes (``--resume`` refuses different ones).
+- ``run.json`` — the run's context, adapter weight hashes and episodes (``--resume`` refuses different ones).
 
 A malformed model answer is recorded (source ``fallback``, ``error``), never fatal; an
 episode that fails outright is recorded with ``"status": "error"``. The share of decisions
