@@ -22,8 +22,9 @@ Terms (:func:`composite` returns the total and each of them):
   ``delta-hint-last``): an answer that copies the hint one slot out of step
   (``policies.observations.misaligned_copy``) is scored as holding the current plan (its
   env is the current plan's, no bonus, no regret gain; the budget penalty of the plan it
-  describes still applies, about 0 since a slip's changes sum to 0) and pays ``-slip_penalty``. Without it a slip earns whatever its plan's
-  MROI dispersion is, and at T >= 10 that is often close to the copy's.
+  describes still applies, about 0 since a slip's changes sum to 0) and pays
+  ``-slip_penalty``. Without it a slip earns whatever its plan's MROI dispersion is, and
+  at T >= 10 that is often close to the copy's.
 - ``bonus``: the reference code's shaping. Rank slots by mean historical MROI; for each
   of the top 2, if the new allocation exceeds the slot's mean historical allocation by
   more than 0.1, add ``1 + |change|`` when the change is at most 0.3, else 0.5; the
@@ -317,9 +318,12 @@ def slip_rows(parsed: Parsed, requests: Sequence, encoding: str | None) -> np.nd
     from policies.prompts import HINT_ENCODINGS, resolve_encoding
 
     out = np.zeros(len(requests), bool)
+    hints: dict[int, list[float]] = {}  # a GRPO group repeats its prompt G times: fit its hint once
     for i, (ans, req) in enumerate(zip(parsed.answer_units, requests)):
         if ans is not None and parsed.ok[i] and resolve_encoding(req.role, encoding) in HINT_ENCODINGS:
-            out[i] = misaligned_copy(list(ans), shown_hint(req))
+            if id(req) not in hints:
+                hints[id(req)] = shown_hint(req)
+            out[i] = misaligned_copy(list(ans), hints[id(req)])
     return out
 
 
