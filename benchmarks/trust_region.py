@@ -43,7 +43,8 @@ if str(ROOT) not in sys.path:
 from benchmarks.planning_slope import cell_envs  # noqa: E402
 from graph.commands.bench_numeric import run_numeric  # noqa: E402
 
-PARAMS = {"grow": float, "grow_after": float, "no_slope_trust": float, "trust": float, "z": float}
+PARAMS = {"grow": float, "grow_after": float, "no_slope_trust": float, "trust": float, "z": float,
+          "unfunded_cap": lambda v: v.lower() not in ("0", "false", "no", "off")}
 JUMP = 0.02
 
 

@@ -96,6 +96,7 @@ def local_model(
     grow: float = 2.0,
     grow_after: float = 0.9,
     no_slope_trust: float | None = None,
+    unfunded_cap: bool = True,
 ) -> np.ndarray:
     """Equalise MROI on a per-slot linear model fitted to the window.
 
@@ -117,6 +118,13 @@ def local_model(
       a usable slope (:func:`tools.local_response.usable_slopes`). Its plan rests on the
       ``-mean(r)/(B/T)`` prior alone, which is nearly flat when the MROI level is near
       zero (at a converged optimum), so the full trust region can be a wild step.
+
+    A few-shot history row may have spent more or less than ``B`` (real logs: 0.02 to 2.4
+    times it), and then no trust region around it holds the budget: the region widens to
+    the plain bounds. ``unfunded_cap`` (default on; off = the behaviour before it) keeps
+    one limit there: a slot no record in the window funded gets at most one trust region.
+    Its slope is borrowed, not fitted, so a high MROI at zero spend otherwise drew the
+    whole budget onto it in one step (a Robyn environment: 84% regret at round 1).
     """
     if grow < 1.0 or grow_after <= 0.0 or (no_slope_trust is not None and no_slope_trust <= 0.0):
         raise ValueError(f"local-model: grow must be >= 1, grow_after and no_slope_trust > 0; got grow={grow}, "
@@ -136,6 +144,10 @@ def local_model(
     infeasible = (lo.sum(axis=1) > budget) | (hi.sum(axis=1) < budget)
     lo = np.where(infeasible[:, None], lower, lo)
     hi = np.where(infeasible[:, None], np.minimum(upper, np.maximum(budget, 1.0)[:, None] * 1e6), hi)
+    if unfunded_cap:  # where the widened region can still hold B without them
+        never = (win_alloc <= 0).all(axis=1)
+        capped = np.where(never, np.minimum(hi, np.maximum(lo, radius)), hi)
+        hi = np.where((capped.sum(axis=1) >= budget)[:, None], capped, hi)
 
     def alloc(lam):
         return np.clip(b0 + (lam[:, None] - r0) / s, lo, hi)

@@ -112,6 +112,24 @@ def test_no_slope_trust_limits_a_window_without_usable_slopes():
                                   propose_arrays("local-model", wa2, wr2, budget=4.0))
 
 
+def test_a_slot_no_record_funded_gets_one_trust_region_when_the_history_spent_off_budget():
+    """The Robyn history shape: rows spending 0.2-1.7 times B, one channel never funded
+    with a far higher MROI at zero spend. No trust region around the last row holds B, so
+    the region widens; the unfunded slot (borrowed slope) still gets at most one B/T."""
+    wa = np.array([[[0.0, 0.0, 0.0, 0.0, 0.83], [3.6, 0.0, 0.0, 0.0, 2.0], [0.0, 4.1, 2.5, 0.0, 1.9]]])
+    wr = np.array([[[12.7, 4.8, 18.8, 85.7, 0.12], [10.5, 3.6, 22.7, 77.5, 0.01], [12.8, 0.01, 5.5, 90.2, 0.01]]])
+    before = propose_arrays("local-model", wa, wr, budget=5.0, unfunded_cap=False)[0]
+    capped = propose_arrays("local-model", wa, wr, budget=5.0)[0]
+    assert before[3] > 4.9  # the whole budget on the never-funded slot
+    assert capped[3] <= 1.0 + 1e-9 and capped[3] > 0.5  # it still moves toward the high MROI
+    np.testing.assert_allclose(capped.sum(), 5.0, rtol=1e-6)
+    # windows whose trust region holds the budget are not affected
+    wa2, wr2, _, _ = _windows(n=3)
+    wa2[:, :, 0] = 0.0
+    np.testing.assert_array_equal(propose_arrays("local-model", wa2, wr2, budget=4.0),
+                                  propose_arrays("local-model", wa2, wr2, budget=4.0, unfunded_cap=False))
+
+
 @pytest.mark.parametrize("bad", [{"grow": 0.5}, {"grow_after": 0.0}, {"no_slope_trust": -1.0}])
 def test_trust_region_options_reject_bad_values(bad):
     wa, wr, _, _ = _windows()
