@@ -134,6 +134,9 @@ class State(TypedDict, total=False):
     """The current plan: the last applied allocation (or the last historical one)."""
     oracle: dict[str, Any] | None
     """Simulator only, hidden from policies: the optimal allocation and its value."""
+    warnings: list[str]
+    """Set at setup: an adapter asked about more (or fewer) slots than it was trained on
+    (``graph.provenance.range_warnings``); its plans here are extrapolation."""
     done: bool
     stop_reason: str | None
     """``max_rounds`` or ``converged``."""

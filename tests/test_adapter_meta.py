@@ -86,6 +86,30 @@ def test_a_plan_warns_when_the_task_has_more_slots_than_the_adapters_saw(tmp_pat
     assert range_warnings(6, ctx, ["reasoner"]) == []
 
 
+def test_the_graph_state_carries_the_range_warning_for_studio(tmp_path):
+    """Studio shows the state: setup writes the warning there for every model role that
+    will run (the Optimizer only when there is a round 2)."""
+    import dataclasses
+
+    from langgraph.runtime import Runtime
+
+    from graph.context import Context
+    from graph.nodes import setup
+
+    a = tmp_path / "adapter"
+    a.mkdir()
+    write_adapter_meta(a, "reasoner", "delta-hint", periods_range=[2, 16])
+    task = {"budget": 24.0, "periods": 24, "history": [{"allocation": [1.0] * 24, "mroi": [1.0] * 24}]}
+    ctx = Context(reasoner="llm", reasoner_adapter=str(a), optimizer="llm", optimizer_adapter=str(a),
+                  feedback="live", max_rounds=1)
+    (w,) = setup({"task": task}, Runtime(context=ctx))["warnings"]
+    assert w.startswith("the reasoner adapter was trained on 2 to 16 slots and this task has 24")
+    two = setup({"task": task}, Runtime(context=dataclasses.replace(ctx, max_rounds=3)))["warnings"]
+    assert [x.split(" adapter")[0] for x in two] == ["the reasoner", "the optimizer"]
+    small = dict(task, budget=6.0, periods=6, history=[{"allocation": [1.0] * 6, "mroi": [1.0] * 6}])
+    assert setup({"task": small}, Runtime(context=ctx))["warnings"] == []
+
+
 def test_trained_periods_of_a_fixed_t_run_and_of_a_config_that_is_not_a_run(tmp_path):
     from policies.adapter_meta import trained_periods
 
