@@ -41,3 +41,16 @@ def test_tool_errors_are_clear():
         make_tools()[0].invoke({"allocation": [1.0] * 6})
     with pytest.raises(Exception, match="budget"):
         eb.invoke({"proposal": [1.0], "task": {"budget": -1, "periods": 1}})
+
+
+def test_enforce_budget_tool_checks_the_task_units_as_the_graph_does():
+    """A copilot that sends the budget in thousands and the records in units gets the same
+    one-line error the graph's setup gives, not a plan in the wrong units."""
+    _, eb, _ = make_tools()
+    task = {"budget": 500.0, "periods": 2,
+            "history": [{"allocation": [250_000.0, 250_000.0], "mroi": [1.2, 0.8]}]}
+    with pytest.raises(ValueError, match="budget") as err:
+        eb.invoke({"proposal": [300.0, 200.0], "task": task})
+    assert "\n" not in str(err.value)
+    ok = eb.invoke({"proposal": [300_000.0, 200_000.0], "task": dict(task, budget=500_000.0)})
+    assert abs(sum(ok["allocation"]) - 500_000.0) < 1e-6

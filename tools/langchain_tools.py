@@ -25,7 +25,7 @@ from tools.budget import enforce_budget as _enforce_budget
 from tools.envs import EnvBatch
 from tools.envs.cache import cached_env_from_spec
 from tools.oracle import oracle_allocation as _oracle
-from tools.task import Task
+from tools.task import load_task
 
 __all__ = ["make_tools", "QueryMROIArgs", "EnforceBudgetArgs", "OracleArgs"]
 
@@ -91,7 +91,7 @@ def make_tools(env: EnvBatch | None = None) -> list[BaseTool]:
         }
 
     def enforce_budget(proposal: list[float] | None, task: dict, fallback: list[float] | None = None) -> dict:
-        t = Task.model_validate(task)
+        t = load_task(task, require_history=False)  # one-line errors, units checked (as the graph node)
         return _enforce_budget(proposal, t, fallback).model_dump()
 
     def oracle_allocation(index: int = 0, spec: dict | None = None) -> dict:
