@@ -203,8 +203,7 @@ def plan_report(task: Task, plan, current=None) -> PlanReport:
     cur_c = round_money(cur, decimals=dec)
     mroi_last = np.asarray(ev.task.history[-1].mroi, float)
     mroi_pred = ev.model.mroi(b)
-    losing, gaining = moved_slots(b - cur, task.unit)
-    guessed = (losing | gaining) & ~ev.model.varied  # the fit's default slope, not evidence
+    guessed = ev.unvaried_moves(b)
     rows = [SlotChange(label=labels[t], current=cur_c[t], recommended=plan_c[t],
                        change=round(plan_c[t] - cur_c[t], dec), share=round(plan_c[t] / task.budget, 4),
                        mroi_last=_sig(mroi_last[t]), mroi_predicted=None if guessed[t] else _sig(mroi_pred[t]))

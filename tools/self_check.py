@@ -58,6 +58,13 @@ class Evidence:
     current: list[float]
     note: str | None = None
 
+    def unvaried_moves(self, plan: np.ndarray) -> np.ndarray:
+        """Slots ``plan`` moves (:func:`moved_slots`) whose spend never varied in the
+        records: their slope is the fit's default, not evidence, so the self-check does not
+        judge them and the report gives them no prediction or interval."""
+        losing, gaining = moved_slots(np.asarray(plan, float) - np.asarray(self.current, float), self.task.unit)
+        return (losing | gaining) & ~self.model.varied
+
 
 def fit_evidence(task: Task, current=None) -> Evidence:
     """MROI records (estimated from returns if needed), the fitted local model, and the
@@ -102,7 +109,7 @@ def check_plan(task: Task, plan, current=None, *, z: float = 1.96, evidence: Evi
     flags: list[Flag] = []
     dec = money_decimals(task.budget)
 
-    unchecked = [t for t in np.nonzero(losing | gaining)[0] if not model.varied[t]]
+    unchecked = list(np.nonzero(ev.unvaried_moves(b))[0])
     if unchecked:
         who = [names[t] for t in unchecked]
         flags.append(Flag(
