@@ -147,3 +147,22 @@ def test_reason_says_money_was_added_or_cut_when_the_budget_differs_from_the_cur
     small = plan_report(_task(budget=100900), [45300, 27300, 28300])  # +300 each: under 1% of an equal share
     assert small.reason == ("no change: the plan keeps the current allocation (every slot moves by less than 1% "
                             "of an equal share; the budget is 900 above the current total)")
+
+
+def test_the_plan_plot_marks_a_slot_whose_spend_never_varied():
+    """Its curve is the fit's default slope, not evidence: dashed, and no MROI predicted."""
+    from graph.commands.plan_plot import plan_figure
+    from graph.commands.summaries import _pyplot
+
+    hist = [{"allocation": [50.0, 30.0, 20.0], "mroi": [1.0, 2.0, 1.5]},
+            {"allocation": [40.0, 30.0, 30.0], "mroi": [1.2, 2.1, 1.3]},
+            {"allocation": [45.0, 30.0, 25.0], "mroi": [1.1, 1.9, 1.4]}]
+    task = load_task({"budget": 100.0, "periods": 3, "history": hist, "labels": ["search", "social", "tv"]})
+    fig = plan_figure(task, [40.0, 40.0, 20.0], None)
+    try:
+        titles = [ax.get_title() for ax in fig.axes[:3]]
+        styles = [ax.get_lines()[0].get_linestyle() for ax in fig.axes[:3]]
+    finally:
+        _pyplot().close(fig)
+    assert "not estimated" in titles[1] and "not estimated" not in titles[0] + titles[2]
+    assert styles == ["-", "--", "-"]

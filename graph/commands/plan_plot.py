@@ -5,7 +5,10 @@ model (``tools.local_response``, fitted by ``tools.self_check.fit_evidence``), w
 line integrates to the change in return relative to current spend. It is drawn over
 ``[0, 1.25 x the largest spend seen]`` with the range of spends in the records shaded:
 outside it the curve is an extrapolation. Current spend is a circle at zero change,
-the recommended spend a star at its predicted change.
+the recommended spend a star at its predicted change. A slot whose spend never varied in
+the records has no slope estimate (the fit borrows a default): its curve is dashed and
+its title says the MROI at the plan is not estimated, as the plan report leaves its
+prediction out.
 """
 
 from __future__ import annotations
@@ -25,6 +28,18 @@ FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 def plot_plan(task: Task, plan, current, path: str | Path, title: str | None = None) -> Path:
     """Draw the response curves of ``task``'s slots with ``current`` and ``plan`` marked."""
+    from graph.commands.summaries import _pyplot
+
+    fig = plan_figure(task, plan, current, title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def plan_figure(task: Task, plan, current, title: str | None = None):
+    """The figure :func:`plot_plan` saves (one panel per slot)."""
     from graph.commands.summaries import _pyplot
 
     ev = fit_evidence(task, current)
@@ -51,13 +66,16 @@ def plot_plan(task: Task, plan, current, path: str | Path, title: str | None = N
         ax = axes[t // cols][t % cols]
         ax.axvspan(alloc[:, t].min(), max(alloc[:, t].max(), alloc[:, t].min() + 1e-9 * top[t]),
                    color="0.9", label="spend seen")
-        ax.plot(grid[:, t], curves[:, t], color="C0", label="fitted response")
+        fitted = bool(model.varied[t])
+        ax.plot(grid[:, t], curves[:, t], color="C0" if fitted else "0.5", ls="-" if fitted else "--",
+                label="fitted response" if fitted else "default slope (spend never varied)")
         ax.axhline(0.0, color="0.6", lw=0.6)
         ax.plot([cur[t]], [0.0], "o", color="C1", label="current")
-        ax.plot([b[t]], [at_plan[t]], "*", ms=11, color="C2", label="recommended")
+        ax.plot([b[t]], [at_plan[t]], "*", ms=11, color="C2", label="recommended",
+                **({} if fitted else {"markerfacecolor": "none"}))
+        after = format_ratio(model.mroi(b)[t], 2) if fitted else "not estimated"
         ax.set_title(f"{labels[t]}: {format_amount(cur[t], dec)} -> {format_amount(b[t], dec)}\n"
-                     f"MROI {format_ratio(model.mroi(cur)[t], 2)} -> {format_ratio(model.mroi(b)[t], 2)}",
-                     fontsize=8)
+                     f"MROI {format_ratio(model.mroi(cur)[t], 2)} -> {after}", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.xaxis.set_major_locator(MaxNLocator(4))
         ax.xaxis.set_major_formatter(commas)
@@ -66,13 +84,11 @@ def plot_plan(task: Task, plan, current, path: str | Path, title: str | None = N
     for k in range(T, rows * cols):
         axes[k // cols][k % cols].axis("off")
     axes[0][0].legend(fontsize=6, loc="best")
+    if not model.varied.all():
+        next(a for a, v in zip(axes.flat, model.varied) if not v).legend(fontsize=6, loc="best")
     fig.supxlabel("spend", fontsize=9)
     fig.supylabel("return vs current spend", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
