@@ -7,11 +7,12 @@ rebuilds every prompt's hint from a ``dara bench --llm-out`` episodes file (the
 environment from the episode's spec, the window from the history and the applied rounds,
 as the graph builds it) and compares it with the answer:
 
-    python benchmarks/hint_agreement.py --option grow:1 docs/data/rl-compare/episodes/rl-gen-grpo-optimizer-hint-robyn/robyn/dara/episodes.jsonl
-    python benchmarks/hint_agreement.py --option grow:1 --role reasoner docs/data/matrix/episodes/robyn-n0.1/robyn/dara/episodes.jsonl
+    python benchmarks/hint_agreement.py --option grow:1 --option unfunded_cap:0 docs/data/rl-compare/episodes/rl-gen-grpo-optimizer-hint-robyn/robyn/dara/episodes.jsonl
+    python benchmarks/hint_agreement.py --option grow:1 --option unfunded_cap:0 --role reasoner docs/data/matrix/episodes/robyn-n0.1/robyn/dara/episodes.jsonl
 
-(``--option grow:1``: those runs predate ``grow=2`` as ``local-model``'s default; the hint
-is rebuilt as they showed it.)
+(``--option grow:1``: those runs predate ``grow=2`` as ``local-model``'s default;
+``--option unfunded_cap:0``: they predate its cap on a slot no record funded; the hint is
+rebuilt as they showed it.)
 
 Prints the share of answers equal to the rounded hint (within 0.01 per slot), the share
 copied one slot out of step (an entry skipped or repeated:

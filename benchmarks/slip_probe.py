@@ -95,6 +95,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--option", action="append", default=[],
+                    help="param:value for local_model as the episodes ran it (e.g. unfunded_cap:0, grow:1), "
+                         "so each prompt shows the hint its run showed")
     a = ap.parse_args(argv)
     adapters = []
     for spec in a.adapter:
@@ -102,6 +105,17 @@ def main(argv=None) -> int:
         if not sep or not name or not Path(path, "adapter_config.json").is_file():
             ap.error(f"--adapter {spec!r}: expected NAME=DIR with DIR a LoRA adapter directory")
         adapters.append((name, path))
+    from benchmarks.trust_region import local_model_options, parse_variant
+
+    try:
+        _, options = parse_variant("episodes=" + ",".join(a.option))
+    except ValueError as e:
+        ap.error(f"--option: {e}")
+    with local_model_options(options):
+        return _run(a, adapters)
+
+
+def _run(a, adapters: list[tuple[str, str]]) -> int:
     groups = pick_requests(a.episodes, a.n, a.slipped, a.seed)
     print(f"requests: {len(groups['sample'])} sampled, {len(groups['slipped'])} recorded slips", flush=True)
     from policies import make_policy

@@ -1,6 +1,6 @@
 """How far ``local-model`` (and so the ``hint=`` line) may move a slot: trust-region options.
 
-``local-model`` moved each slot at most one trust region (B/T) a round. Two options of
+``local-model`` moved each slot at most one trust region (B/T) a round. Options of
 ``policies.baselines.local_model`` change that (``grow=2`` is the default since this
 benchmark's figures, docs/results.md §11; ``grow:1`` is the old behaviour):
 
@@ -10,6 +10,8 @@ benchmark's figures, docs/results.md §11; ``grow:1`` is the old behaviour):
 - ``no_slope_trust=R``: a window in which no slot has a usable slope (spend steady, as at a
   converged optimum) moves at most ``R``: its plan rests on a prior that can be nearly
   flat there, and the full trust region was a wild step.
+- ``unfunded_cap:0`` turns off the default cap on a slot no record in the window funded
+  (one trust region when an overspent history row widens the region; docs/results.md §11).
 
 This runs each named option set through ``dara bench``'s numeric loop on every matrix
 family and size at each noise level and prints per cell the mean regret at round 1,
@@ -43,8 +45,19 @@ if str(ROOT) not in sys.path:
 from benchmarks.planning_slope import cell_envs  # noqa: E402
 from graph.commands.bench_numeric import run_numeric  # noqa: E402
 
+
+def _switch(value: str) -> bool:
+    """``1/true/on`` or ``0/false/off`` (anything else is an error, not a silent "on")."""
+    v = value.strip().lower()
+    if v in ("1", "true", "on", "yes"):
+        return True
+    if v in ("0", "false", "off", "no"):
+        return False
+    raise ValueError(f"expected 1/true/on or 0/false/off, got {value!r}")
+
+
 PARAMS = {"grow": float, "grow_after": float, "no_slope_trust": float, "trust": float, "z": float,
-          "unfunded_cap": lambda v: v.lower() not in ("0", "false", "no", "off")}
+          "unfunded_cap": _switch}
 JUMP = 0.02
 
 
@@ -74,7 +87,10 @@ def parse_variant(spec: str) -> tuple[str, dict]:
         key, sep, value = item.partition(":")
         if not sep or key not in PARAMS:
             raise ValueError(f"{spec!r}: {item!r} is not param:value with param one of {', '.join(PARAMS)}")
-        params[key] = PARAMS[key](value)
+        try:
+            params[key] = PARAMS[key](value)
+        except ValueError as e:
+            raise ValueError(f"{spec!r}: {item!r}: {e}") from None
     return name, params
 
 

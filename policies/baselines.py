@@ -119,10 +119,12 @@ def local_model(
       ``-mean(r)/(B/T)`` prior alone, which is nearly flat when the MROI level is near
       zero (at a converged optimum), so the full trust region can be a wild step.
 
-    A few-shot history row may have spent more or less than ``B`` (real logs: 0.02 to 2.4
-    times it), and then no trust region around it holds the budget: the region widens to
+    A few-shot history row may have spent far more than ``B`` (real logs: up to 2.4 times
+    it), and then no trust region around the last row holds the budget (nor, with
+    ``trust`` < 1 or upper bounds, around one that spent far less): the region widens to
     the plain bounds. ``unfunded_cap`` (default on; off = the behaviour before it) keeps
-    one limit there: a slot no record in the window funded gets at most one trust region.
+    one limit there: a slot no record in the window funded gets at most one trust region,
+    raised only as far as the budget needs when the other slots' bounds cannot hold it.
     Its slope is borrowed, not fitted, so a high MROI at zero spend otherwise drew the
     whole budget onto it in one step (a Robyn environment: 84% regret at round 1).
     """
@@ -144,10 +146,8 @@ def local_model(
     infeasible = (lo.sum(axis=1) > budget) | (hi.sum(axis=1) < budget)
     lo = np.where(infeasible[:, None], lower, lo)
     hi = np.where(infeasible[:, None], np.minimum(upper, np.maximum(budget, 1.0)[:, None] * 1e6), hi)
-    if unfunded_cap:  # where the widened region can still hold B without them
-        never = (win_alloc <= 0).all(axis=1)
-        capped = np.where(never, np.minimum(hi, np.maximum(lo, radius)), hi)
-        hi = np.where((capped.sum(axis=1) >= budget)[:, None], capped, hi)
+    if unfunded_cap:
+        hi = _cap_unfunded(win_alloc, lo, hi, radius, budget, iters)
 
     def alloc(lam):
         return np.clip(b0 + (lam[:, None] - r0) / s, lo, hi)
@@ -162,6 +162,28 @@ def local_model(
         lam_lo = np.where(too_much, mid, lam_lo)
         lam_hi = np.where(too_much, lam_hi, mid)
     return alloc(0.5 * (lam_lo + lam_hi))
+
+
+def _cap_unfunded(win_alloc, lo, hi, radius, budget, iters: int) -> np.ndarray:
+    """``hi`` with each slot no record in the window funded capped at its trust region,
+    or at the lowest common level above it at which the slots' bounds still hold the
+    budget (bisection); a row that cannot hold it even uncapped keeps ``hi``."""
+    never = (win_alloc <= 0).all(axis=1)
+
+    def capped(level):
+        return np.where(never, np.minimum(hi, np.maximum(lo, np.maximum(radius, level[:, None]))), hi)
+
+    short = capped(np.zeros(len(budget))).sum(axis=1) < budget
+    if short.any():
+        level_lo, level_hi = np.zeros(len(budget)), np.where(short, np.maximum(budget, 1.0) * 1e6, 0.0)
+        for _ in range(iters):
+            mid = 0.5 * (level_lo + level_hi)
+            enough = capped(mid).sum(axis=1) >= budget
+            level_lo = np.where(enough, level_lo, mid)
+            level_hi = np.where(enough, mid, level_hi)
+        out = capped(level_hi)
+        return np.where((out.sum(axis=1) >= budget * (1 - 1e-12))[:, None], out, hi)
+    return capped(np.zeros(len(budget)))
 
 
 def _trust_radius(win_alloc, win_mroi, unit, trust, grow, grow_after, no_slope_trust) -> np.ndarray:

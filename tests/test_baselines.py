@@ -123,11 +123,25 @@ def test_a_slot_no_record_funded_gets_one_trust_region_when_the_history_spent_of
     assert before[3] > 4.9  # the whole budget on the never-funded slot
     assert capped[3] <= 1.0 + 1e-9 and capped[3] > 0.5  # it still moves toward the high MROI
     np.testing.assert_allclose(capped.sum(), 5.0, rtol=1e-6)
-    # windows whose trust region holds the budget are not affected
-    wa2, wr2, _, _ = _windows(n=3)
-    wa2[:, :, 0] = 0.0
-    np.testing.assert_array_equal(propose_arrays("local-model", wa2, wr2, budget=4.0),
-                                  propose_arrays("local-model", wa2, wr2, budget=4.0, unfunded_cap=False))
+    # a widened region whose slots were all funded somewhere in the window is not affected
+    funded = wa.copy()
+    funded[0, 0, 3] = 0.5
+    np.testing.assert_array_equal(propose_arrays("local-model", funded, wr, budget=5.0),
+                                  propose_arrays("local-model", funded, wr, budget=5.0, unfunded_cap=False))
+
+
+def test_the_unfunded_cap_rises_only_as_far_as_the_budget_needs():
+    """With an upper bound on the funded slot, one trust region per unfunded slot cannot
+    hold B: the cap rises to the lowest common level that can, not off altogether."""
+    wa, wr = np.array([[[6.0, 0.0, 0.0]]]), np.array([[[1.0, 5.0, 4.0]]])
+    upper = np.array([0.5, np.inf, np.inf])
+    plan = propose_arrays("local-model", wa, wr, budget=3.0, upper=upper)[0]
+    np.testing.assert_allclose(plan, [0.5, 1.25, 1.25], atol=1e-6)
+    assert propose_arrays("local-model", wa, wr, budget=3.0, upper=upper, unfunded_cap=False)[0][1] > 1.3
+    # a lower bound above the trust region wins over the cap
+    low = propose_arrays("local-model", wa, wr, budget=3.0, lower=np.array([0.0, 1.5, 0.0]))[0]
+    assert low[1] >= 1.5 - 1e-9 and low[2] <= 1.0 + 1e-9
+    np.testing.assert_allclose(low.sum(), 3.0, rtol=1e-6)
 
 
 @pytest.mark.parametrize("bad", [{"grow": 0.5}, {"grow_after": 0.0}, {"no_slope_trust": -1.0}])

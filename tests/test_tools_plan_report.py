@@ -166,3 +166,10 @@ def test_the_plan_plot_marks_a_slot_whose_spend_never_varied():
         _pyplot().close(fig)
     assert "not estimated" in titles[1] and "not estimated" not in titles[0] + titles[2]
     assert styles == ["-", "--", "-"]
+    # unmoved, it keeps its MROI (the report predicts it too); the curve stays dashed
+    fig = plan_figure(task, [45.0, 30.0, 25.0], None)
+    try:
+        assert "not estimated" not in fig.axes[1].get_title()
+        assert fig.axes[1].get_lines()[0].get_linestyle() == "--"
+    finally:
+        _pyplot().close(fig)

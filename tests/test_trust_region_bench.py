@@ -12,7 +12,10 @@ def test_variants_parse_and_bad_ones_say_what_is_wrong():
     tr = load_benchmark("trust_region")
     assert tr.parse_variant("base=") == ("base", {})
     assert tr.parse_variant("both=grow:2,no_slope_trust:0.1") == ("both", {"grow": 2.0, "no_slope_trust": 0.1})
-    for bad, why in [("grow:2", "expected name="), ("x=speed:2", "not param:value"), ("x=grow", "not param:value")]:
+    assert tr.parse_variant("before=unfunded_cap:0") == ("before", {"unfunded_cap": False})
+    for bad, why in [("grow:2", "expected name="), ("x=speed:2", "not param:value"), ("x=grow", "not param:value"),
+                     ("x=unfunded_cap:flase", "'unfunded_cap:flase': expected 1/true/on or 0/false/off"),
+                     ("x=grow:fast", "'grow:fast'")]:
         with pytest.raises(ValueError, match=why):
             tr.parse_variant(bad)
 

@@ -6,9 +6,9 @@ line integrates to the change in return relative to current spend. It is drawn o
 ``[0, 1.25 x the largest spend seen]`` with the range of spends in the records shaded:
 outside it the curve is an extrapolation. Current spend is a circle at zero change,
 the recommended spend a star at its predicted change. A slot whose spend never varied in
-the records has no slope estimate (the fit borrows a default): its curve is dashed and
-its title says the MROI at the plan is not estimated, as the plan report leaves its
-prediction out.
+the records has no slope estimate (the fit borrows a default): its curve is dashed, and
+when the plan moves it its title says the MROI at the plan is not estimated, as the plan
+report leaves its prediction out (``Evidence.unvaried_moves``).
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def plan_figure(task: Task, plan, current, title: str | None = None):
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
     labels = task.slot_labels
     dec = money_decimals(task.budget)
+    guessed = ev.unvaried_moves(b)  # moved without a slope: no MROI predicted, as in the plan report
     for t in range(T):
         ax = axes[t // cols][t % cols]
         ax.axvspan(alloc[:, t].min(), max(alloc[:, t].max(), alloc[:, t].min() + 1e-9 * top[t]),
@@ -73,7 +74,7 @@ def plan_figure(task: Task, plan, current, title: str | None = None):
         ax.plot([cur[t]], [0.0], "o", color="C1", label="current")
         ax.plot([b[t]], [at_plan[t]], "*", ms=11, color="C2", label="recommended",
                 **({} if fitted else {"markerfacecolor": "none"}))
-        after = format_ratio(model.mroi(b)[t], 2) if fitted else "not estimated"
+        after = "not estimated" if guessed[t] else format_ratio(model.mroi(b)[t], 2)
         ax.set_title(f"{labels[t]}: {format_amount(cur[t], dec)} -> {format_amount(b[t], dec)}\n"
                      f"MROI {format_ratio(model.mroi(cur)[t], 2)} -> {after}", fontsize=8)
         ax.tick_params(labelsize=7)
