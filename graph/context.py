@@ -279,3 +279,11 @@ def get_context(runtime) -> Context:
     if isinstance(ctx, dict):
         return Context.from_dict(ctx)
     return ctx
+
+
+def llm_roles(ctx: Context, rounds: int | None = None) -> list[str]:
+    """The roles that ask the chat model (the Optimizer only when there is a round 2)."""
+    roles = ["reasoner"] if ctx.reasoner == "llm" else []
+    if ctx.optimizer == "llm" and (rounds if rounds is not None else ctx.max_rounds) > 1:
+        roles.append("optimizer")
+    return roles

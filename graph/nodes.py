@@ -32,7 +32,7 @@ import numpy as np
 from langgraph.runtime import Runtime
 
 from graph import feedback as fb
-from graph.context import Context, get_context
+from graph.context import Context, get_context, llm_roles
 from graph.policy_registry import get_policy
 from graph.provenance import range_warnings
 from graph.state import State
@@ -177,8 +177,7 @@ def setup(state: State, runtime: Runtime[Context]) -> dict:
         mtask, note = mroi_task(task)
         out["mroi_estimate"] = {"note": note, "history_mroi": [list(r.mroi) for r in mtask.history]}
     out["allocation"] = list(task.history[-1].allocation) if task.history else None
-    roles = ["reasoner"] + (["optimizer"] if ctx.max_rounds > 1 else [])
-    out["warnings"] = range_warnings(task.periods, ctx, roles)  # shown in Studio beside the rounds
+    out["warnings"] = range_warnings(task.periods, ctx, llm_roles(ctx))  # shown in Studio beside the rounds
     if env is not None and ctx.feedback == "simulator":
         out["oracle"] = fb.oracle(env)
     return out

@@ -85,7 +85,8 @@ class Setup:
 def prepare(args) -> Setup:
     """Check every input (outputs, task, simulator, models) without loading a model."""
     from graph.commands.plan_plot import FORMATS
-    from graph.commands.preflight import check_context_models, llm_roles
+    from graph.commands.preflight import check_context_models
+    from graph.context import llm_roles
     from tools.task import TaskError, load_task
 
     check_output_file("--json", args.json)

@@ -128,7 +128,8 @@ def run_bench(plan: BenchPlan, context: Context, *, concurrency: int = 16, llm_o
 def check_llm_methods(plan: BenchPlan, context: Context) -> None:
     """Before any row runs: the adapter flags, and every LLM method's model settings
     (adapters, base model, server), so a bad one fails in one line, not after the numeric rows."""
-    from graph.commands.preflight import check_context_models, llm_roles
+    from graph.commands.preflight import check_context_models
+    from graph.context import llm_roles
 
     check_context_models(context, [])
     for name in plan.methods:

@@ -9,17 +9,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from graph.context import Context
+from graph.context import Context, llm_roles
 
 ADAPTER_FLAGS = {"reasoner": "--reasoner-adapter", "optimizer": "--optimizer-adapter"}
-
-
-def llm_roles(ctx: Context, rounds: int | None = None) -> list[str]:
-    """The roles that ask the chat model (the Optimizer only when there is a round 2)."""
-    roles = ["reasoner"] if ctx.reasoner == "llm" else []
-    if ctx.optimizer == "llm" and (rounds if rounds is not None else ctx.max_rounds) > 1:
-        roles.append("optimizer")
-    return roles
 
 
 def check_context_models(ctx: Context, roles: Iterable[str] | None = None, *,
