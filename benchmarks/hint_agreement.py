@@ -89,10 +89,10 @@ def main(argv=None) -> int:
                     help="param:value for local_model as the episodes ran it (e.g. grow:1 for runs before "
                          "grow=2 was the default: docs/data/matrix, docs/data/rl-compare)")
     args = ap.parse_args(argv)
-    from benchmarks.trust_region import local_model_options, parse_variant
+    from benchmarks.trust_region import local_model_options, parse_options
 
     try:
-        _, options = parse_variant("episodes=" + ",".join(args.option))
+        options = parse_options(args.option)
     except ValueError as e:
         ap.error(f"--option: {e}")
     for path in args.episodes:

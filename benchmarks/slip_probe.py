@@ -105,10 +105,10 @@ def main(argv=None) -> int:
         if not sep or not name or not Path(path, "adapter_config.json").is_file():
             ap.error(f"--adapter {spec!r}: expected NAME=DIR with DIR a LoRA adapter directory")
         adapters.append((name, path))
-    from benchmarks.trust_region import local_model_options, parse_variant
+    from benchmarks.trust_region import local_model_options, parse_options
 
     try:
-        _, options = parse_variant("episodes=" + ",".join(a.option))
+        options = parse_options(a.option)
     except ValueError as e:
         ap.error(f"--option: {e}")
     with local_model_options(options):

@@ -24,16 +24,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.hint_agreement import parsed_answers  # noqa: E402
+from benchmarks.slip_probe import label  # noqa: E402
 from policies.llm import RESAMPLE_TEMPERATURE  # noqa: E402
-from policies.observations import HINT_COPY_TOL, misaligned_copy, shown_hint  # noqa: E402
-
-
-def label(units, hint) -> str:
-    if units is None:
-        return "rej"
-    if misaligned_copy(units, hint):
-        return "slip"
-    return "copy" if max(abs(x - y) for x, y in zip(units, hint)) <= HINT_COPY_TOL else "other"
+from policies.observations import misaligned_copy, shown_hint  # noqa: E402
 
 
 def main(argv=None) -> int:

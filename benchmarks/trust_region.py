@@ -94,6 +94,11 @@ def parse_variant(spec: str) -> tuple[str, dict]:
     return name, params
 
 
+def parse_options(items: list[str]) -> dict:
+    """``["grow:1", "unfunded_cap:0"]`` (repeated ``--option`` flags) -> local_model keywords."""
+    return parse_variant("episodes=" + ",".join(items))[1]
+
+
 def cell_summary(regret: np.ndarray) -> dict:
     """Regret ``(rounds, N)`` -> the printed figures of one cell and variant."""
     m = regret.mean(axis=1)

@@ -173,7 +173,8 @@ def _cap_unfunded(win_alloc, lo, hi, radius, budget, iters: int) -> np.ndarray:
     def capped(level):
         return np.where(never, np.minimum(hi, np.maximum(lo, np.maximum(radius, level[:, None]))), hi)
 
-    short = capped(np.zeros(len(budget))).sum(axis=1) < budget
+    plain = capped(np.zeros(len(budget)))
+    short = plain.sum(axis=1) < budget
     if short.any():
         level_lo, level_hi = np.zeros(len(budget)), np.where(short, np.maximum(budget, 1.0) * 1e6, 0.0)
         for _ in range(iters):
@@ -183,7 +184,7 @@ def _cap_unfunded(win_alloc, lo, hi, radius, budget, iters: int) -> np.ndarray:
             level_hi = np.where(enough, mid, level_hi)
         out = capped(level_hi)
         return np.where((out.sum(axis=1) >= budget * (1 - 1e-12))[:, None], out, hi)
-    return capped(np.zeros(len(budget)))
+    return plain
 
 
 def _trust_radius(win_alloc, win_mroi, unit, trust, grow, grow_after, no_slope_trust) -> np.ndarray:
