@@ -37,13 +37,22 @@ adapter gives ~0; the shipped adapter should give ~100%).
 prompts of the first figure); the new-token cap follows T
 (:func:`policies.prompts.answer_token_cap`) unless ``--max-new-tokens`` is given.
 
+``--processes K`` runs every backend row in a fresh process of its own, K times, the rows'
+order reversed every other time (A B, B A, ...). Rows timed one after another in one
+process are not independent: on a 2-core EPYC the graph row ran 12-15% slower after the
+batched rows in the same process than in a process of its own, where it was level with
+them (docs/benchmarks.md). Use it for any ratio between rows.
+
 Writes a Markdown table to stdout and ``benchmarks/results/decisions_per_second.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
 import platform
 import sys
 import tempfile
@@ -131,6 +140,45 @@ def _graph_row(args, adapter_dir, encoding, add, notes, straggler_wait: bool = T
                  f"{sum(r.get('error') is None for r in decisions)}/{len(decisions)} decisions parsed")
 
 
+def _in_processes(argv: list[str], backends: list[str], times: int) -> tuple[list[dict], list[str]]:
+    """Each backend row in a fresh process, ``times`` times, the order reversed every other
+    time; returns the rows (labelled with their run) and notes, with a median row each."""
+    base = []
+    skip = False
+    for a in argv:  # the parent's flags minus the ones each child gets its own value of
+        if skip:
+            skip = False
+        elif a in ("--processes", "--backends", "--out", "--rows-json"):
+            skip = True
+        elif not a.startswith(("--processes=", "--backends=", "--out=", "--rows-json=")):
+            base.append(a)
+    rows: list[dict] = []
+    notes: list[str] = []
+    by_backend: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="dara-dps-proc-") as tmp:
+        for k in range(times):
+            for b in (backends if k % 2 == 0 else backends[::-1]):
+                js, md = Path(tmp) / f"{k}-{b}.json", Path(tmp) / f"{k}-{b}.md"
+                cmd = [sys.executable, str(Path(__file__).resolve()), *base, "--backends", b,
+                       "--out", str(md), "--rows-json", str(js)]
+                print(f"== run {k + 1}/{times}: {b} (fresh process)", flush=True)
+                subprocess.run(cmd, check=True)
+                got = json.loads(js.read_text())
+                for r in got["rows"]:
+                    by_backend.setdefault(r["backend"], []).append(r)
+                    rows.append({**r, "backend": f"{r['backend']} (run {k + 1})"})
+                if k == 0:
+                    notes += got["notes"]
+    for name, rs in by_backend.items():
+        if len(rs) > 1:
+            med = statistics.median(r["dps"] for r in rs)
+            notes.append(f"{name}: median {med:.3f} decisions/s over {len(rs)} fresh processes "
+                         f"({', '.join(format(r['dps'], '.3f') for r in rs)})")
+    notes.append(f"every row ran in a fresh process ({times} runs each, order alternating: "
+                 f"{', '.join(backends)}, then reversed); notes above are from the first run")
+    return rows, notes
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=64, help="Optimizer prompts (default 64).")
@@ -150,8 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=8,
                     help="Concurrent single-decision callers for the threads configuration.")
     ap.add_argument("--vllm-dtype", default="float32")
+    ap.add_argument("--processes", type=int, default=0,
+                    help="Run each backend row in a fresh process, this many times, alternating the "
+                         "rows' order (0 = every row in this process, one after another).")
+    ap.add_argument("--rows-json", default=None, help=argparse.SUPPRESS)  # a --processes child's output
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "decisions_per_second.md"))
     args = ap.parse_args(argv)
+    if args.processes < 0:
+        ap.error(f"--processes must be >= 0, got {args.processes}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -177,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     notes: list[str] = []
     texts_by: dict[str, list[str]] = {}
+    if args.processes:
+        rows, notes = _in_processes(argv if argv is not None else sys.argv[1:], wanted, args.processes)
+        wanted = []  # every row ran in its own process
 
     def add(name, batch, n, secs, texts, reqs, parse=None):
         toks = _count_tokens(tok, texts)
@@ -302,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
+    if args.rows_json:  # a --processes child: its rows go back to the parent
+        Path(args.rows_json).write_text(json.dumps({"rows": rows, "notes": notes}))
+        return 0
     load = os.getloadavg()
     lines = [
         f"# Decisions per second — Optimizer, base model {args.base}",
