@@ -140,8 +140,11 @@ def local_model(
     r0 = win_mroi[:, -1, :]
     s = planning_slopes(win_alloc, win_mroi, unit, z)
     radius = _trust_radius(win_alloc, win_mroi, unit, trust, grow, grow_after, no_slope_trust) * unit[:, None]
-    lo = np.maximum(lower, np.maximum(b0 - radius, 0.0))
-    hi = np.minimum(upper, b0 + radius)
+    # the trust region's ends, each clipped into the bounds: a slot whose last spend lies
+    # more than a radius below its lower bound (or above its upper) gets that bound, not an
+    # empty interval (on which np.clip would return the upper end, below the lower bound)
+    lo = np.clip(np.maximum(b0 - radius, 0.0), lower, upper)
+    hi = np.clip(b0 + radius, lower, upper)
     # If the trust region cannot hold the budget, widen it to the plain bounds.
     infeasible = (lo.sum(axis=1) > budget) | (hi.sum(axis=1) < budget)
     lo = np.where(infeasible[:, None], lower, lo)

@@ -168,3 +168,14 @@ def test_policy_wrapper_groups_requests():
     np.testing.assert_allclose(d1.allocation, [2.4, 2.0, 1.6])
     np.testing.assert_allclose(d2.allocation, [1.6, 2.4])
     assert d1.error is None and "heuristic" in d1.text
+
+
+def test_a_slot_far_outside_its_bounds_is_planned_at_the_bound():
+    """The last plan spent 0.2 on slot 0, whose lower bound is 3 (more than one trust region
+    away), and 4 on slot 2, whose upper bound is 1.2: the plan puts those slots at their
+    bounds, not below the lower one (the empty region [3, 1.2] np.clip resolves to 1.2)."""
+    wa = np.array([[[1.0, 2.0, 3.0], [0.5, 1.5, 4.0], [0.2, 1.8, 4.0]]])
+    wr = np.array([[[0.9, 0.5, 0.2], [1.0, 0.6, 0.15], [1.1, 0.55, 0.15]]])
+    plan = propose_arrays("local-model", wa, wr, budget=6.0, lower=[3.0, 0.0, 0.0], upper=[6.0, 6.0, 1.2])[0]
+    assert plan[0] >= 3.0 - 1e-9 and plan[2] <= 1.2 + 1e-9
+    np.testing.assert_allclose(plan.sum(), 6.0, rtol=1e-6)
