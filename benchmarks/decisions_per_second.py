@@ -39,9 +39,10 @@ prompts of the first figure); the new-token cap follows T
 
 ``--processes K`` runs every backend row in a fresh process of its own, K times, the rows'
 order reversed every other time (A B, B A, ...). Rows timed one after another in one
-process are not independent: on a 2-core EPYC the graph row ran 12-15% slower after the
-batched rows in the same process than in a process of its own, where it was level with
-them (docs/benchmarks.md). Use it for any ratio between rows.
+process are not independent: on a 2-core EPYC the graph row ran 12-16% behind the batched
+row timed before it in the same process, and level with it in processes of their own
+(docs/benchmarks.md). Use it for any ratio between rows; the greedy-text comparisons
+between rows need them in one process and are not made.
 
 Writes a Markdown table to stdout and ``benchmarks/results/decisions_per_second.md``.
 """
@@ -51,9 +52,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import subprocess
-import platform
 import sys
 import tempfile
 import time
@@ -160,13 +161,13 @@ def _in_processes(argv: list[str], backends: list[str], times: int) -> tuple[lis
             for b in (backends if k % 2 == 0 else backends[::-1]):
                 js, md = Path(tmp) / f"{k}-{b}.json", Path(tmp) / f"{k}-{b}.md"
                 cmd = [sys.executable, str(Path(__file__).resolve()), *base, "--backends", b,
-                       "--out", str(md), "--rows-json", str(js)]
+                       "--out", str(md), "--rows-json", str(js), "--processes", "0"]
                 print(f"== run {k + 1}/{times}: {b} (fresh process)", flush=True)
                 subprocess.run(cmd, check=True)
                 got = json.loads(js.read_text())
                 for r in got["rows"]:
                     by_backend.setdefault(r["backend"], []).append(r)
-                    rows.append({**r, "backend": f"{r['backend']} (run {k + 1})"})
+                    rows.append({**r, "name": r["backend"], "backend": f"{r['backend']} (run {k + 1})"})
                 if k == 0:
                     notes += got["notes"]
     for name, rs in by_backend.items():
@@ -175,7 +176,8 @@ def _in_processes(argv: list[str], backends: list[str], times: int) -> tuple[lis
             notes.append(f"{name}: median {med:.3f} decisions/s over {len(rs)} fresh processes "
                          f"({', '.join(format(r['dps'], '.3f') for r in rs)})")
     notes.append(f"every row ran in a fresh process ({times} runs each, order alternating: "
-                 f"{', '.join(backends)}, then reversed); notes above are from the first run")
+                 f"{', '.join(backends)}, then reversed); notes above are from the first run; greedy "
+                 f"texts are not compared between rows (they ran in different processes)")
     return rows, notes
 
 
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     notes: list[str] = []
     texts_by: dict[str, list[str]] = {}
-    if args.processes:
+    if args.processes and not args.rows_json:  # a child (--rows-json) never spawns more
         rows, notes = _in_processes(argv if argv is not None else sys.argv[1:], wanted, args.processes)
         wanted = []  # every row ran in its own process
 
@@ -349,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         same = sum(a == b for a, b in zip(texts_by["vllm"], texts_by["local"]))
         notes.append(f"greedy texts identical between local batched and vllm: {same}/{args.n}")
 
-    ref = next((r["dps"] for r in rows if r["backend"] == "local" and r["batch"] == 1), None)
+    b1 = [r["dps"] for r in rows if r.get("name", r["backend"]) == "local" and r["batch"] == 1]
+    ref = statistics.median(b1) if b1 else None  # the batch-1 rate (median over --processes runs)
     try:
         import vllm  # noqa: F401
 

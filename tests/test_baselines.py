@@ -171,11 +171,25 @@ def test_policy_wrapper_groups_requests():
 
 
 def test_a_slot_far_outside_its_bounds_is_planned_at_the_bound():
-    """The last plan spent 0.2 on slot 0, whose lower bound is 3 (more than one trust region
-    away), and 4 on slot 2, whose upper bound is 1.2: the plan puts those slots at their
-    bounds, not below the lower one (the empty region [3, 1.2] np.clip resolves to 1.2)."""
+    """A history row may lie outside the task's bounds (real logs, scaled histories).
+
+    Below a floor: the last record spent 0.2 on slot 0, whose lower bound is 3, more than
+    the radius away, so its trust region [3, 2.2] was empty and np.clip planned 2.2, below
+    the floor. Above a cap: the last record spent 9 on slot 0, capped at 2.4; the region's
+    lower end (7) made the whole row look infeasible and widened every slot to its plain
+    bounds. Now each end is clipped into the bounds: the slot sits at its bound and the
+    others keep their trust region."""
     wa = np.array([[[1.0, 2.0, 3.0], [0.5, 1.5, 4.0], [0.2, 1.8, 4.0]]])
     wr = np.array([[[0.9, 0.5, 0.2], [1.0, 0.6, 0.15], [1.1, 0.55, 0.15]]])
     plan = propose_arrays("local-model", wa, wr, budget=6.0, lower=[3.0, 0.0, 0.0], upper=[6.0, 6.0, 1.2])[0]
-    assert plan[0] >= 3.0 - 1e-9 and plan[2] <= 1.2 + 1e-9
+    assert plan[0] >= 3.0 - 1e-9 and plan[2] <= 1.2 + 1e-9  # before: slot 0 at 2.2
+    np.testing.assert_allclose(plan.sum(), 6.0, rtol=1e-6)
+
+    wa = np.array([[[3.0, 2.0, 1.0], [9.0, 2.0, 1.0]]])
+    wr = np.array([[[0.5, 1.0, 1.2], [0.2, 1.0, 1.3]]])
+    plan = propose_arrays("local-model", wa, wr, budget=6.0, upper=[2.4, 6.0, 6.0])[0]
+    np.testing.assert_allclose(plan[0], 2.4)  # at its cap
+    # the others moved at most one trust region (B/T = 2) from the last record; before,
+    # widened to the plain bounds, slot 2 got 5.5 of the 6
+    assert np.all(np.abs(plan[1:] - wa[0, -1, 1:]) <= 2.0 + 1e-9)
     np.testing.assert_allclose(plan.sum(), 6.0, rtol=1e-6)
