@@ -13,7 +13,13 @@ steady gap:
 ``local-model``'s per-environment regret is recomputed from the cell's configuration
 (numeric, seconds) and checked against the cell's recorded means; DARA's comes from the
 cell's episodes (``<llm_out>/<family>/dara/episodes.jsonl``). Cells must be single-family
-``dara bench --json`` files with a ``dara`` and a ``local-model`` row.
+``dara bench --json`` files with a ``dara`` and a ``local-model`` row; a DARA-only cell
+(``MODE=rl`` of ``benchmarks/eval_generalist.sh``) takes ``local-model``'s recorded means
+from ``--baselines DIR/<family>[-T<periods>].json``, a numeric ``dara bench`` run with the
+same environments, noise, rounds and window:
+
+    python benchmarks/goal_beyond.py docs/data/rl-compare-current/rl-*-robyn.json \
+        --baselines docs/data/rl-compare-current/baselines
 """
 
 from __future__ import annotations
@@ -53,7 +59,26 @@ def dara_per_env(episodes: Path, rounds: int) -> np.ndarray:
     return np.array([e["regret"][:rounds] for e in eps], float).T
 
 
-def cell(path: Path, ref_from: int = 3, alpha: float = 0.05, options: dict | None = None) -> dict:
+SAME_ENVS = ("family", "envs", "seed", "noise", "rounds", "window", "periods")
+
+
+def recorded_local_model(config: dict, methods: dict, baselines: Path | None) -> list[float]:
+    """``local-model``'s per-round means: the cell's own row, else the baseline run's on the
+    same environments (``--baselines``)."""
+    if "local-model" in methods:
+        return methods["local-model"]["regret"]
+    if baselines is None:
+        raise KeyError("no local-model row (a DARA-only cell needs --baselines)")
+    name = config["family"] + (f"-T{config['periods']}" if config.get("periods") else "")
+    base = json.loads((baselines / f"{name}.json").read_text())
+    differ = [k for k in SAME_ENVS if base["config"].get(k) != config.get(k)]
+    if differ:
+        raise ValueError(f"{baselines / name}.json ran other environments: {', '.join(differ)} differ")
+    return base["methods"]["local-model"]["regret"]
+
+
+def cell(path: Path, ref_from: int = 3, alpha: float = 0.05, options: dict | None = None,
+         baselines: Path | None = None) -> dict:
     from scipy.stats import wilcoxon
 
     data = json.loads(path.read_text())
@@ -62,7 +87,7 @@ def cell(path: Path, ref_from: int = 3, alpha: float = 0.05, options: dict | Non
     if not eps.is_absolute() and not eps.exists():
         eps = ROOT / eps
     dara = dara_per_env(eps, config["rounds"])
-    lm = local_model_per_env(config, m["local-model"]["regret"], options)
+    lm = local_model_per_env(config, recorded_local_model(config, m, baselines), options)
     if dara.shape != lm.shape:
         raise ValueError(f"{path.name}: DARA has {dara.shape[1]} environments, the cell {lm.shape[1]}")
     rows = []
@@ -85,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--option", action="append", default=[],
                     help="param:value for local_model, as the cells ran it (e.g. grow:1 for docs/data/matrix)")
     ap.add_argument("--json", type=Path, help="write the per-round results here")
+    ap.add_argument("--baselines", type=Path, default=None,
+                    help="dir of numeric dara bench JSON (<family>[-T<periods>].json) on the same environments, "
+                         "for cells without a local-model row")
     args = ap.parse_args(argv)
     from benchmarks.trust_region import parse_variant
 
@@ -97,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
           f"significantly above (one-sided paired Wilcoxon, p < {args.alpha}) |\n|---|---|---|---|")
     for path in args.cells:
         try:
-            res = cell(path, alpha=args.alpha, options=options)
+            res = cell(path, alpha=args.alpha, options=options, baselines=args.baselines)
         except (KeyError, ValueError, FileNotFoundError) as e:
             print(f"{path}: skipped: {e}", file=sys.stderr)
             continue

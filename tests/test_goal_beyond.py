@@ -43,3 +43,22 @@ def test_a_cell_run_on_other_local_model_settings_is_refused(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="differ from the cell's"):
         gb.cell(path)
+
+
+def test_a_dara_only_cell_takes_local_model_from_a_baseline_run_on_the_same_environments(tmp_path):
+    gb = load_benchmark("goal_beyond")
+    path = _cell(tmp_path, np.full(12, 0.001))
+    data = json.loads(path.read_text())
+    lm_row = data["methods"].pop("local-model")
+    path.write_text(json.dumps(data))  # MODE=rl cells hold DARA only
+    with pytest.raises(KeyError, match="--baselines"):
+        gb.cell(path)
+    base = tmp_path / "baselines"
+    base.mkdir()
+    base.joinpath("quadratic-T4.json").write_text(json.dumps({"config": data["config"],
+                                                             "methods": {"local-model": lm_row}}))
+    assert gb.cell(path, baselines=base)["significantly_above"] == [3, 4]
+    other = {**data["config"], "noise": 0.0}
+    base.joinpath("quadratic-T4.json").write_text(json.dumps({"config": other, "methods": {"local-model": lm_row}}))
+    with pytest.raises(ValueError, match="noise differ"):
+        gb.cell(path, baselines=base)
