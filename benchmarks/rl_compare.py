@@ -147,8 +147,11 @@ def plot(path: Path, out: dict, runs: list[str]) -> None:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(lab, h)
     handles, labels = list(seen.values()), list(seen)
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    # as many legend columns as fit the figure's width (long run names wrap to more rows)
+    ncol = max(1, min(len(labels), int(fig.get_figwidth() * 72 / (6 * max(map(len, labels)) + 30))))
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8)
+    rows = -(-len(labels) // ncol)
+    fig.tight_layout(rect=(0, 0.02 + 0.05 * rows * 4 / fig.get_figheight(), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
