@@ -46,9 +46,9 @@ def local_model_per_env(config: dict, recorded_mean: list[float], options: dict 
     env = make_envs(fam, n=config["envs"], seed=config["seed"], noise=config["noise"], **kw)
     reg = run_numeric("local-model", env, config["rounds"], config["window"], config["seed"], **(options or {}))["regret"]
     if not np.allclose(reg.mean(axis=1), recorded_mean, atol=1e-9):
-        raise ValueError(f"{fam}: recomputed local-model means {reg.mean(axis=1)} differ from the cell's "
-                         f"{recorded_mean}: the code or the configuration changed since the cell ran "
-                         "(--option grow:1 for cells run before grow=2 was the default)")
+        raise ValueError(f"{fam}: recomputed local-model means {reg.mean(axis=1)} differ from the recorded "
+                         f"{recorded_mean} (the cell's, or its --baselines file's): the code or the configuration "
+                         "changed since they ran (--option grow:1 for cells run before grow=2 was the default)")
     return reg
 
 
@@ -59,7 +59,7 @@ def dara_per_env(episodes: Path, rounds: int) -> np.ndarray:
     return np.array([e["regret"][:rounds] for e in eps], float).T
 
 
-SAME_ENVS = ("family", "envs", "seed", "noise", "rounds", "window", "periods")
+SAME_ENVS = ("family", "envs", "seed", "noise", "rounds", "window", "periods", "budget")
 
 
 def recorded_local_model(config: dict, methods: dict, baselines: Path | None) -> list[float]:
@@ -68,12 +68,15 @@ def recorded_local_model(config: dict, methods: dict, baselines: Path | None) ->
     if "local-model" in methods:
         return methods["local-model"]["regret"]
     if baselines is None:
-        raise KeyError("no local-model row (a DARA-only cell needs --baselines)")
+        raise ValueError("no local-model row (a DARA-only cell needs --baselines)")
     name = config["family"] + (f"-T{config['periods']}" if config.get("periods") else "")
-    base = json.loads((baselines / f"{name}.json").read_text())
+    path = baselines / f"{name}.json"
+    base = json.loads(path.read_text())
     differ = [k for k in SAME_ENVS if base["config"].get(k) != config.get(k)]
     if differ:
-        raise ValueError(f"{baselines / name}.json ran other environments: {', '.join(differ)} differ")
+        raise ValueError(f"{path} ran other environments: {', '.join(differ)} differ")
+    if "local-model" not in base.get("methods", {}):
+        raise ValueError(f"{path} has no local-model row")
     return base["methods"]["local-model"]["regret"]
 
 

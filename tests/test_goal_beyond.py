@@ -41,7 +41,7 @@ def test_a_cell_run_on_other_local_model_settings_is_refused(tmp_path):
     data = json.loads(path.read_text())
     data["methods"]["local-model"]["regret"][0] += 0.01
     path.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="differ from the cell's"):
+    with pytest.raises(ValueError, match="differ from the recorded"):
         gb.cell(path)
 
 
@@ -51,7 +51,7 @@ def test_a_dara_only_cell_takes_local_model_from_a_baseline_run_on_the_same_envi
     data = json.loads(path.read_text())
     lm_row = data["methods"].pop("local-model")
     path.write_text(json.dumps(data))  # MODE=rl cells hold DARA only
-    with pytest.raises(KeyError, match="--baselines"):
+    with pytest.raises(ValueError, match="--baselines"):
         gb.cell(path)
     base = tmp_path / "baselines"
     base.mkdir()
@@ -62,3 +62,17 @@ def test_a_dara_only_cell_takes_local_model_from_a_baseline_run_on_the_same_envi
     base.joinpath("quadratic-T4.json").write_text(json.dumps({"config": other, "methods": {"local-model": lm_row}}))
     with pytest.raises(ValueError, match="noise differ"):
         gb.cell(path, baselines=base)
+
+
+def test_a_data_family_baseline_file_is_named_without_a_slot_count(tmp_path):
+    gb = load_benchmark("goal_beyond")
+    config = {"family": "robyn", "envs": 3, "seed": 7, "noise": 0.1, "rounds": 2, "window": 3,
+              "periods": None, "budget": None}
+    base = tmp_path / "baselines"
+    base.mkdir()
+    base.joinpath("robyn.json").write_text(json.dumps({"config": config, "methods": {"heuristic": {}}}))
+    with pytest.raises(ValueError, match="robyn.json has no local-model row"):
+        gb.recorded_local_model(config, {"dara": {}}, base)
+    base.joinpath("robyn.json").write_text(json.dumps({"config": config,
+                                                       "methods": {"local-model": {"regret": [0.2, 0.1]}}}))
+    assert gb.recorded_local_model(config, {"dara": {}}, base) == [0.2, 0.1]
