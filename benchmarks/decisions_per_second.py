@@ -143,7 +143,7 @@ def _graph_row(args, adapter_dir, encoding, add, notes, straggler_wait: bool = T
 
 def _in_processes(argv: list[str], backends: list[str], times: int) -> tuple[list[dict], list[str]]:
     """Each backend row in a fresh process, ``times`` times, the order reversed every other
-    time; returns the rows (labelled with their run) and notes, with a median row each."""
+    time; returns the rows (labelled with their run) and notes, with each row's median."""
     base = []
     skip = False
     for a in argv:  # the parent's flags minus the ones each child gets its own value of

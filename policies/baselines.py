@@ -142,7 +142,8 @@ def local_model(
     radius = _trust_radius(win_alloc, win_mroi, unit, trust, grow, grow_after, no_slope_trust) * unit[:, None]
     # the trust region's ends, each clipped into the bounds: a slot whose last spend lies
     # more than a radius below its lower bound (or above its upper) gets that bound, not an
-    # empty interval (on which np.clip would return the upper end, below the lower bound)
+    # empty interval (below a floor np.clip returned its upper end, under the floor; above a
+    # cap its lower end made the row look infeasible, widening every slot to its bounds)
     lo = np.clip(np.maximum(b0 - radius, 0.0), lower, upper)
     hi = np.clip(b0 + radius, lower, upper)
     # If the trust region cannot hold the budget, widen it to the plain bounds.
