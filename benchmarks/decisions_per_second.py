@@ -155,7 +155,6 @@ def _in_processes(argv: list[str], backends: list[str], times: int) -> tuple[lis
             base.append(a)
     rows: list[dict] = []
     notes: list[str] = []
-    by_backend: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="dara-dps-proc-") as tmp:
         for k in range(times):
             for b in (backends if k % 2 == 0 else backends[::-1]):
@@ -165,16 +164,14 @@ def _in_processes(argv: list[str], backends: list[str], times: int) -> tuple[lis
                 print(f"== run {k + 1}/{times}: {b} (fresh process)", flush=True)
                 subprocess.run(cmd, check=True)
                 got = json.loads(js.read_text())
-                for r in got["rows"]:
-                    by_backend.setdefault(r["backend"], []).append(r)
-                    rows.append({**r, "name": r["backend"], "backend": f"{r['backend']} (run {k + 1})"})
+                rows += [{**r, "name": r["backend"], "backend": f"{r['backend']} (run {k + 1})"} for r in got["rows"]]
                 if k == 0:
                     notes += got["notes"]
-    for name, rs in by_backend.items():
-        if len(rs) > 1:
-            med = statistics.median(r["dps"] for r in rs)
-            notes.append(f"{name}: median {med:.3f} decisions/s over {len(rs)} fresh processes "
-                         f"({', '.join(format(r['dps'], '.3f') for r in rs)})")
+    for name in dict.fromkeys(r["name"] for r in rows):  # each row's runs, in first-run order
+        dps = [r["dps"] for r in rows if r["name"] == name]
+        if len(dps) > 1:
+            notes.append(f"{name}: median {statistics.median(dps):.3f} decisions/s over {len(dps)} fresh processes "
+                         f"({', '.join(format(d, '.3f') for d in dps)})")
     notes.append(f"every row ran in a fresh process ({times} runs each, order alternating: "
                  f"{', '.join(backends)}, then reversed); notes above are from the first run; greedy "
                  f"texts are not compared between rows (they ran in different processes)")

@@ -117,10 +117,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="dir of numeric dara bench JSON (<family>[-T<periods>].json) on the same environments, "
                          "for cells without a local-model row")
     args = ap.parse_args(argv)
-    from benchmarks.trust_region import parse_variant
+    from benchmarks.trust_region import parse_options
 
     try:
-        _, options = parse_variant("cells=" + ",".join(args.option))
+        options = parse_options(args.option)
     except ValueError as e:
         ap.error(f"--option: {e}")
     out = []
